@@ -1,0 +1,93 @@
+"""Residual-stream capture at the output of block `layer`, normalisation and checks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nla_lightning.errors import NLAConfigError
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook: blocks above `layer` are never needed, so skip them."""
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a transformers causal LM or base model."""
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers":
+            if n_layers is None or len(module) == n_layers:
+                return module
+    raise NLAConfigError(
+        f"could not find the decoder blocks of {type(model).__name__}: expected a ModuleList "
+        "named 'layers' (Qwen2, Llama, Gemma, Mistral architectures)"
+    )
+
+
+@torch.inference_mode()
+def capture_activations(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layer: int,
+) -> torch.Tensor:
+    """Residual stream at the output of block `layer`: [B, T, d] (= hidden_states[layer+1])."""
+    blocks = decoder_layers(model)
+    if not 0 <= layer < len(blocks):
+        raise NLAConfigError(
+            f"layer {layer} is out of range: the model has {len(blocks)} blocks (0..{len(blocks) - 1})"
+        )
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _args: tuple, output: torch.Tensor | tuple) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = blocks[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def last_token_activations(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int
+) -> torch.Tensor:
+    """Activation at each row's last real token of a right-padded batch: [B, d]."""
+    hidden = capture_activations(model, input_ids, attention_mask, layer)
+    last = attention_mask.sum(dim=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def check_finite(activations: torch.Tensor, where: str = "activations") -> None:
+    """Fail loudly on NaN/inf rather than training on garbage."""
+    bad = ~torch.isfinite(activations).all(dim=-1)
+    if bad.any():
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise NLAConfigError(
+            f"{where} contain NaN or inf values (rows {rows}, {int(bad.sum())} in all): "
+            "re-extract them, or drop those rows"
+        )
+
+
+def check_width(activations: torch.Tensor, d_model: int, where: str = "activations") -> None:
+    if activations.shape[-1] != d_model:
+        raise NLAConfigError(
+            f"{where} have width {activations.shape[-1]} but the model's d_model is {d_model}: "
+            "the data was extracted from another model"
+        )
+
+
+def normalise(vectors: torch.Tensor, scale: float, eps: float = 1e-8) -> torch.Tensor:
+    """Rescale each vector to L2 norm `scale` (method: compare at a common norm)."""
+    return vectors * (scale / vectors.norm(dim=-1, keepdim=True).clamp_min(eps))
+
+
+def normalised_mse(prediction: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
+    """Per-row MSE after both are rescaled to norm `scale`: [B]."""
+    diff = normalise(prediction.float(), scale) - normalise(target.float(), scale)
+    return diff.pow(2).mean(dim=-1)

@@ -1,0 +1,1 @@
+"""Data: toy world datasets, Parquet activation files, splits and torch datasets."""

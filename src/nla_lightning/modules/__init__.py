@@ -1,0 +1,1 @@
+"""LightningModules: target pretraining (toy world), AV and AR warm start."""

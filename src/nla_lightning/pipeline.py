@@ -1,0 +1,297 @@
+"""`run(cfg)`: the whole job a config describes, from target to exported NLA and summary.json.
+
+Hydra stops here: the config becomes plain dicts and everything below takes ordinary arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from nla_lightning.data.datasets import ActivationTokens
+from nla_lightning.data.store import read_activations
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.meta import REFERENCE_ACTOR_TEMPLATE, REFERENCE_CRITIC_TEMPLATE, NLAMeta, build_meta
+from nla_lightning.metrics import mean_baseline_fve
+from nla_lightning.models import load_causal_lm
+from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
+from nla_lightning.reconstructor import ActivationReconstructor
+from nla_lightning.target import Target, build_toy_target, check_layer, load_hub_target
+from nla_lightning.training import device_of, loader, make_trainer
+from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses
+
+TOY_ACTOR_TEMPLATE = "Explain the vector <concept>{injection_char}</concept> ."
+STAGES = ("av_sft", "ar_sft")
+
+
+def templates(name: str) -> tuple[str, str]:
+    if name == "reference":
+        return REFERENCE_ACTOR_TEMPLATE, REFERENCE_CRITIC_TEMPLATE
+    if name == "toy":
+        return TOY_ACTOR_TEMPLATE, REFERENCE_CRITIC_TEMPLATE
+    raise NLAConfigError(f"unknown prompt templates {name!r}: choose 'reference' or 'toy'")
+
+
+def injection_scale_for(model: torch.nn.Module, setting: float | str) -> float:
+    """'auto': the median norm of the input embeddings, so the injected vector looks like a token."""
+    if setting != "auto":
+        return float(setting)
+    weight = model.get_input_embeddings().weight.detach().float()
+    return float(weight.norm(dim=-1).median())
+
+
+def _logger(cfg: dict[str, Any], out_dir: Path, version: str) -> Any:
+    from hydra.utils import instantiate
+
+    logger_cfg = cfg.get("logger")
+    if not logger_cfg:
+        return None
+    return instantiate({**logger_cfg, "save_dir": str(out_dir)}, version=version)
+
+
+def prepare_target(cfg: dict[str, Any], out_dir: Path) -> tuple[Target, list]:
+    """The target model and, for the toy world, the documents the NLA is trained on."""
+    model_cfg, data_cfg = cfg["model"], cfg["data"]
+    check_layer(cfg["layer"], model_cfg["num_layers"], model_cfg["name"])
+    documents = []
+    if data_cfg["name"] == "toy":
+        from nla_lightning.toy.world import generate_documents
+
+        documents = generate_documents(data_cfg["n_docs"], seed=cfg["seed"])
+    if model_cfg["source"] == "toy":
+        if data_cfg["name"] != "toy":
+            raise NLAConfigError("model=tiny is the toy world's target: use it with data=toy")
+        from nla_lightning.toy.tokenizer import build_toy_tokenizer
+        from nla_lightning.toy.world import generate_documents
+
+        tokenizer = build_toy_tokenizer(extra_texts=templates(model_cfg["templates"]))
+        corpus = generate_documents(model_cfg["pretrain"]["n_docs"], seed=cfg["seed"] + 7919)
+        target = build_toy_target(
+            model_cfg,
+            tokenizer,
+            [d.text for d in corpus],
+            out_dir,
+            cfg["trainer"],
+            _logger(cfg, out_dir, "target"),
+            cfg["seed"],
+        )
+    elif model_cfg["source"] == "hub":
+        target = load_hub_target(model_cfg)
+    else:
+        raise NLAConfigError(f"unknown model.source {model_cfg['source']!r}: use 'toy' or 'hub'")
+    check_layer(cfg["layer"], target.config.num_hidden_layers, target.name)
+    return target, documents
+
+
+def prepare_data(
+    cfg: dict[str, Any], target: Target, documents: list, out_dir: Path
+) -> tuple[NLAMeta, dict[str, Path]]:
+    """Metadata of the new NLA and its dataset files (toy world)."""
+    model_cfg, data_cfg = cfg["model"], cfg["data"]
+    device = device_of(cfg["trainer"])
+    model = load_causal_lm(target.path, dtype=model_cfg["dtype"], device=device).eval()
+    actor, critic = templates(model_cfg["templates"])
+    meta = build_meta(
+        target.tokenizer,
+        target.config,
+        base_model=target.name,
+        layer=cfg["layer"],
+        injection_scale=injection_scale_for(model, model_cfg["injection_scale"]),
+        mse_scale=model_cfg.get("mse_scale"),
+        actor_template=actor,
+        critic_template=critic,
+        injection_char=model_cfg.get("injection_char"),
+    )
+    if data_cfg["name"] != "toy":
+        raise NLAConfigError(f"data={data_cfg['name']} is not available yet: use data=toy")
+    from nla_lightning.data.toy_data import build_toy_splits
+
+    paths = build_toy_splits(
+        documents,
+        model,
+        target.tokenizer,
+        meta,
+        out_dir / "data",
+        fractions=data_cfg["fractions"],
+        snippets_per_doc=data_cfg["snippets_per_doc"],
+        seed=cfg["seed"],
+        writer=data_cfg["writer"],
+        batch_size=data_cfg["extract_batch_size"],
+        min_words=data_cfg["min_words"],
+    )
+    del model
+    return meta, paths
+
+
+def train_av(
+    cfg: dict[str, Any], target: Target, meta: NLAMeta, paths: dict[str, Path], out_dir: Path
+) -> dict[str, Any]:
+    """AV warm start; returns held-out loss with true and with shuffled activations."""
+    hp = cfg["stage"]["av_sft"]
+    started = time.time()
+    model = load_causal_lm(target.path, dtype=cfg["model"]["dtype"])
+    av = ActivationVerbalizer(model, target.tokenizer, meta)
+    train_table = read_activations(paths["av_sft"], expect=meta)
+    eval_table = read_activations(paths["eval"], expect=meta)
+    pad = av.pad_id
+    train = ActivationTokens(
+        train_table.activations,
+        encode_responses(target.tokenizer, train_table.columns["explanation"]),
+        seed=cfg["seed"],
+    )
+    held_out = ActivationTokens(
+        eval_table.activations,
+        encode_responses(target.tokenizer, eval_table.columns["explanation"]),
+        seed=cfg["seed"],
+    )
+    module = AVSFTModule(
+        av,
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        warmup_steps=hp["warmup_steps"],
+        max_steps=hp["max_steps"],
+    )
+    trainer = make_trainer(cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "av_sft"))
+    trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
+    av.save(out_dir / "checkpoints" / "av")
+    with torch.no_grad():
+        examples = _examples(av.eval(), eval_table, n=4, max_new_tokens=hp["max_new_tokens"])
+    return {
+        "loss": metrics["val/loss"],
+        "loss_shuffled": metrics["val/loss_shuffled"],
+        "train_loss": train_loss,
+        "steps": hp["max_steps"],
+        "train_rows": len(train),
+        "eval_rows": len(held_out),
+        "examples": examples,
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def _examples(av: ActivationVerbalizer, table: Any, n: int, max_new_tokens: int) -> list[dict]:
+    """A few sampled explanations of held-out activations beside their text and target."""
+    rollout = av.sample(table.activations[:n], max_new_tokens=max_new_tokens)
+    return [
+        {
+            "text": table.columns["text"][i],
+            "warm_start_target": table.columns["explanation"][i],
+            "sampled": rollout.explanations[i] or f"(no explanation: {rollout.texts[i][:80]!r})",
+        }
+        for i in range(min(n, len(rollout.texts)))
+    ]
+
+
+def train_ar(
+    cfg: dict[str, Any], target: Target, meta: NLAMeta, paths: dict[str, Path], out_dir: Path
+) -> dict[str, Any]:
+    """AR warm start; returns held-out FVE beside the shuffled and mean baselines."""
+    hp = cfg["stage"]["ar_sft"]
+    started = time.time()
+    ar = ActivationReconstructor.from_target(
+        target.path, target.tokenizer, meta, dtype=cfg["model"]["dtype"]
+    )
+    train_table = read_activations(paths["ar_sft"], expect=meta)
+    eval_table = read_activations(paths["eval"], expect=meta)
+    pad = target.tokenizer.pad_token_id
+    train = ActivationTokens(
+        train_table.activations, ar.encode(train_table.columns["explanation"]), seed=cfg["seed"]
+    )
+    held_out = ActivationTokens(
+        eval_table.activations, ar.encode(eval_table.columns["explanation"]), seed=cfg["seed"]
+    )
+    module = ARSFTModule(
+        ar,
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        warmup_steps=hp["warmup_steps"],
+        max_steps=hp["max_steps"],
+    )
+    trainer = make_trainer(cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "ar_sft"))
+    trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
+    ar.save(out_dir / "checkpoints" / "ar")
+    return {
+        "fve": metrics["val/fve"],
+        "fve_shuffled": metrics["val/fve_shuffled"],
+        "fve_mean_baseline": mean_baseline_fve(
+            train_table.activations, eval_table.activations, meta.mse_scale
+        ),
+        "loss": metrics["val/loss"],
+        "train_loss": train_loss,
+        "steps": hp["max_steps"],
+        "train_rows": len(train),
+        "eval_rows": len(held_out),
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run the configured stages; writes checkpoints and summary.json under cfg.paths.output_dir."""
+    started = time.time()
+    out_dir = Path(cfg["paths"]["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    stages = list(cfg["stage"]["run"])
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise NLAConfigError(f"unknown stages {unknown}: choose from {list(STAGES)}")
+
+    target, documents = prepare_target(cfg, out_dir)
+    meta, paths = prepare_data(cfg, target, documents, out_dir)
+    summary: dict[str, Any] = {
+        "model": target.name,
+        "layer": meta.layer,
+        "d_model": meta.d_model,
+        "seed": cfg["seed"],
+        "stages": {"target": target.report} if target.report else {},
+        "data": {name: str(path) for name, path in paths.items()},
+    }
+    if "av_sft" in stages:
+        summary["stages"]["av_sft"] = train_av(cfg, target, meta, paths, out_dir)
+    if "ar_sft" in stages:
+        summary["stages"]["ar_sft"] = train_ar(cfg, target, meta, paths, out_dir)
+    summary["checkpoints"] = {
+        role: str(out_dir / "checkpoints" / role)
+        for role in ("av", "ar")
+        if (out_dir / "checkpoints" / role).exists()
+    }
+    summary["wall_s"] = round(time.time() - started, 1)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(human_summary(summary, out_dir))
+    return summary
+
+
+def human_summary(summary: dict[str, Any], out_dir: Path) -> str:
+    stages = summary["stages"]
+    lines = [
+        "",
+        f"NLA for {summary['model']} at layer {summary['layer']} (d_model {summary['d_model']})"
+        f" - {summary['wall_s']:.0f} s",
+    ]
+    if "target" in stages:
+        t = stages["target"]
+        lines.append(f"  target   pretrained {t['pretrain_steps']} steps, loss {t['pretrain_loss']:.3f}")
+    if "av_sft" in stages:
+        a = stages["av_sft"]
+        lines.append(
+            f"  AV SFT   held-out loss {a['loss']:.3f}  (shuffled activations {a['loss_shuffled']:.3f})"
+        )
+        for ex in a["examples"][:2]:
+            lines.append(f"    text: ...{ex['text'][-60:]}")
+            lines.append(f"    AV  : {ex['sampled']}")
+    if "ar_sft" in stages:
+        r = stages["ar_sft"]
+        lines.append(
+            f"  AR SFT   held-out FVE {r['fve']:.3f}  (shuffled {r['fve_shuffled']:.3f}, "
+            f"mean {r['fve_mean_baseline']:.3f})"
+        )
+    lines.append(f"  outputs  {out_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""AR (activation reconstructor): the target truncated to blocks 0..layer, no final norm, and an
+identity-initialised d x d head reading the last token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.meta import NLAMeta
+from nla_lightning.models import load_backbone
+from nla_lightning.padding import pad_right
+
+VALUE_HEAD_FILENAME = "value_head.safetensors"
+
+
+class ActivationReconstructor(nn.Module):
+    """Explanation text -> predicted activation [B, d]."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: Any,
+        meta: NLAMeta,
+        max_input_tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        meta.check_model(backbone.config)
+        meta.check_tokenizer(tokenizer)
+        if hasattr(backbone, "norm"):
+            # The target's activation at block `layer` is read before any final norm.
+            backbone.norm = nn.Identity()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.meta = meta
+        limit = getattr(backbone.config, "max_position_embeddings", None) or 4096
+        self.max_input_tokens = min(max_input_tokens or limit, limit)
+        self.head = nn.Linear(meta.d_model, meta.d_model, bias=False)
+        with torch.no_grad():
+            # Identity start: the last hidden state already lives in activation space.
+            self.head.weight.copy_(torch.eye(meta.d_model))
+        first = next(backbone.parameters())
+        self.head.to(device=first.device, dtype=first.dtype if first.is_floating_point() else None)
+        self._prefix = meta.critic_template.split("{explanation}", 1)[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @classmethod
+    def from_target(
+        cls,
+        name_or_path: str,
+        tokenizer: Any,
+        meta: NLAMeta,
+        dtype: str | torch.dtype = "float32",
+        device: str = "cpu",
+        quantize_4bit: bool = False,
+        max_input_tokens: int | None = None,
+    ) -> ActivationReconstructor:
+        """A fresh AR from the target model: only blocks 0..layer are loaded."""
+        backbone = load_backbone(
+            name_or_path, meta.layer + 1, dtype=dtype, quantize_4bit=quantize_4bit, device=device
+        )
+        return cls(backbone, tokenizer, meta, max_input_tokens=max_input_tokens)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        dtype: str | torch.dtype = "float32",
+        device: str = "cpu",
+        quantize_4bit: bool = False,
+        tokenizer: Any = None,
+    ) -> ActivationReconstructor:
+        """Load the official AR layout: truncated backbone + value_head.safetensors + meta."""
+        from nla_lightning.models import load_tokenizer
+
+        directory = Path(directory)
+        meta = NLAMeta.load(directory)
+        head_path = directory / VALUE_HEAD_FILENAME
+        if not head_path.exists():
+            raise NLAConfigError(
+                f"{directory} has no {VALUE_HEAD_FILENAME}: it is not an AR checkpoint"
+            )
+        tokenizer = tokenizer or load_tokenizer(str(directory))
+        ar = cls.from_target(
+            str(directory), tokenizer, meta, dtype=dtype, device=device, quantize_4bit=quantize_4bit
+        )
+        try:
+            weight = load_file(str(head_path))["weight"]
+        except Exception as err:  # safetensors raises several types for corrupt files
+            raise NLAConfigError(f"could not read {head_path}: {err}") from err
+        if weight.shape != (meta.d_model, meta.d_model):
+            raise NLAConfigError(
+                f"{head_path} holds a {tuple(weight.shape)} head but d_model is {meta.d_model}"
+            )
+        with torch.no_grad():
+            ar.head.weight.copy_(weight)
+        return ar
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        weight = self.head.weight.detach().to("cpu").contiguous()
+        save_file({"weight": weight}, str(directory / VALUE_HEAD_FILENAME))
+        self.meta.save(directory, kind="nla_model", role="ar")
+        return directory
+
+    def encode(self, explanations: Sequence[str]) -> list[list[int]]:
+        """Token ids of the AR inputs. The fixed suffix is appended as ids so the token the head
+        reads never depends on how the explanation's last characters merge."""
+        texts = [self._prefix + e for e in explanations]
+        bodies = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        suffix = list(self.meta.critic_suffix_ids)
+        rows = [ids + suffix for ids in bodies]
+        for i, row in enumerate(rows):
+            if len(row) > self.max_input_tokens:
+                raise NLAConfigError(
+                    f"explanation {i} makes an AR input of {len(row)} tokens, over the AR's limit "
+                    f"of {self.max_input_tokens}: shorten the explanation (cap the AV's response "
+                    "length) or raise the AR's max_input_tokens"
+                )
+        return rows
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Right-padded ids [B, T] -> predicted activations [B, d] (last real token)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        last = attention_mask.sum(dim=1) - 1
+        readout = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(readout.to(self.head.weight.dtype))
+
+    def predict(self, explanations: Sequence[str]) -> torch.Tensor:
+        """Explanations -> predicted activations [B, d] (gradients flow if enabled)."""
+        ids, mask = pad_right(self.encode(explanations), self.tokenizer.pad_token_id)
+        return self(ids.to(self.device), mask.to(self.device))

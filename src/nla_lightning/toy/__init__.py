@@ -1,0 +1,1 @@
+"""Toy world: synthetic corpus, word-level tokenizer and template explanations."""

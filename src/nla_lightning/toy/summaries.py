@@ -1,0 +1,133 @@
+"""Template explanations of snippets: deliberately partial warm-start text, plus a parser."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from nla_lightning.toy.world import ATTRIBUTES, Snippet
+
+FINAL_WORD_KEY = "final_word"
+
+# Noun used in "the <noun> is <value> ." for each attribute.
+ATTRIBUTE_NOUNS: dict[str, str] = {
+    "who": "person",
+    "colour": "colour",
+    "object": "object",
+    "where": "place",
+    "action": "action",
+}
+_NOUN_TO_ATTRIBUTE = {noun: name for name, noun in ATTRIBUTE_NOUNS.items()}
+# Article placed before the value so phrases read like English.
+_ARTICLES: dict[str, str] = {"object": "a", "where": "the"}
+# Punctuation is named in words so the phrase's own "." stays unambiguous.
+_PUNCTUATION_NAMES: dict[str, tuple[str, ...]] = {".": ("a", "full", "stop"), ",": ("a", "comma")}
+_FINAL_PREFIX = ("the", "text", "ends", "with")
+
+_TOKEN_RE = re.compile(r"[^\s.,]+|[.,]")
+
+
+def explanation_vocabulary() -> list[str]:
+    """Words used by explanation templates besides attribute values (sorted, unique)."""
+    words = {"the", "is", "was", "earlier", ",", ".", "word", *_FINAL_PREFIX}
+    words.update(ATTRIBUTE_NOUNS.values())
+    words.update(_ARTICLES.values())
+    for phrase in _PUNCTUATION_NAMES.values():
+        words.update(phrase)
+    return sorted(words)
+
+
+def _attribute_phrase(name: str, value: str, earlier: bool = False) -> str:
+    article = _ARTICLES.get(name)
+    shown = f"{article} {value}" if article else value
+    if earlier:
+        return f"earlier , the {ATTRIBUTE_NOUNS[name]} was {shown} ."
+    return f"the {ATTRIBUTE_NOUNS[name]} is {shown} ."
+
+
+def _final_word_phrase(word: str) -> str:
+    named = _PUNCTUATION_NAMES.get(word)
+    tail = " ".join(named) if named else f"the word {word}"
+    return f"{' '.join(_FINAL_PREFIX)} {tail} ."
+
+
+def write_explanation(
+    snippet: Snippet,
+    rng: random.Random,
+    p_final_word: float = 0.3,
+    max_attributes: int = 2,
+    p_earlier: float = 0.1,
+) -> str:
+    """Partial explanation: one to `max_attributes` current attributes, sometimes the final word."""
+    phrases: list[str] = []
+    present = [name for name in ATTRIBUTES if name in snippet.current]
+    if present:
+        k = rng.randint(1, min(max_attributes, len(present)))
+        for name in sorted(rng.sample(present, k), key=ATTRIBUTES.index):
+            phrases.append(_attribute_phrase(name, snippet.current[name]))
+    elif snippet.earlier:
+        # Nothing realised yet in this sentence: say something true about the previous one.
+        name = rng.choice(ATTRIBUTES)
+        phrases.append(_attribute_phrase(name, snippet.earlier[-1][name], earlier=True))
+    if present and snippet.earlier and rng.random() < p_earlier:
+        name = rng.choice(ATTRIBUTES)
+        phrases.append(_attribute_phrase(name, snippet.earlier[-1][name], earlier=True))
+    if rng.random() < p_final_word or not phrases:
+        phrases.append(_final_word_phrase(snippet.final_word))
+    return " ".join(phrases)
+
+
+def write_complete_explanation(snippet: Snippet) -> str:
+    """Upper-bound explanation naming every current attribute and the final word."""
+    phrases = [
+        _attribute_phrase(name, snippet.current[name])
+        for name in ATTRIBUTES
+        if name in snippet.current
+    ]
+    phrases.append(_final_word_phrase(snippet.final_word))
+    return " ".join(phrases)
+
+
+def _split_phrases(explanation: str) -> list[list[str]]:
+    phrases: list[list[str]] = [[]]
+    for token in _TOKEN_RE.findall(explanation.lower()):
+        if token == ".":
+            phrases.append([])
+        else:
+            phrases[-1].append(token)
+    return [p for p in phrases if p]
+
+
+def attributes_named(explanation: str) -> dict[str, set[str]]:
+    """Current-sentence values an explanation names, per attribute (plus `final_word`).
+
+    Only exact template phrases count; "earlier , ..." phrases and free text are ignored, so
+    a malformed generation simply names nothing.
+    """
+    named: dict[str, set[str]] = {}
+    for tokens in _split_phrases(explanation):
+        value: str | None = None
+        key: str | None = None
+        if len(tokens) >= 4 and tokens[0] == "the" and tokens[2] == "is":
+            key = _NOUN_TO_ATTRIBUTE.get(tokens[1])
+            rest = tokens[3:]
+            if key is not None and len(rest) == 2 and rest[0] in ("a", "the"):
+                rest = rest[1:]
+            value = rest[0] if key is not None and len(rest) == 1 else None
+        elif tuple(tokens[:4]) == _FINAL_PREFIX:
+            key = FINAL_WORD_KEY
+            rest = tuple(tokens[4:])
+            if len(rest) == 3 and rest[:2] == ("the", "word"):
+                value = rest[2]
+            else:
+                value = next((p for p, n in _PUNCTUATION_NAMES.items() if n == rest), None)
+        if key is not None and value is not None:
+            named.setdefault(key, set()).add(value)
+    return named
+
+
+def snippet_attribute_values(snippet: Snippet) -> dict[str, set[str]]:
+    """Ground truth in the shape `attributes_named` returns: current attributes + final word."""
+    values = {name: {value} for name, value in snippet.current.items()}
+    values[FINAL_WORD_KEY] = {snippet.final_word}
+    return values

@@ -1,0 +1,227 @@
+"""Synthetic toy-world corpus with ground-truth attributes per sentence and per snippet."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+ATTRIBUTES: tuple[str, ...] = ("who", "colour", "object", "where", "action")
+
+NAMES: tuple[str, ...] = (
+    "anna", "tom", "maria", "leo", "sara", "ben", "nina", "omar", "lucy", "jack",
+    "emma", "ravi", "mia", "paul", "zoe", "ivan", "kate", "sam", "lily", "hugo",
+)
+COLOURS: tuple[str, ...] = (
+    "red", "blue", "green", "yellow", "purple", "pink", "brown", "black",
+    "white", "grey", "silver", "golden", "violet", "beige", "teal", "crimson",
+)
+# Consonant-initial nouns so that "a {object}" always reads naturally.
+OBJECTS: tuple[str, ...] = (
+    "ball", "cup", "box", "book", "chair", "lamp", "kite", "hat", "bag", "bottle",
+    "clock", "vase", "drum", "spoon", "plate", "basket", "candle", "pillow", "bucket", "rope",
+)
+PLACES: tuple[str, ...] = (
+    "park", "kitchen", "garden", "library", "school", "station", "market", "forest",
+    "beach", "river", "office", "garage", "museum", "bakery", "harbour", "attic",
+    "cellar", "hallway", "bridge", "farm",
+)
+# Past tense equals past participle so both active and passive shapes work.
+ACTIONS: tuple[str, ...] = (
+    "painted", "carried", "kicked", "pushed", "cleaned", "dropped", "moved", "lifted",
+    "washed", "opened", "pulled", "filled", "fixed", "touched", "watched", "dragged",
+    "wrapped", "polished", "stacked", "rolled",
+)
+
+VALUES: dict[str, tuple[str, ...]] = {
+    "who": NAMES,
+    "colour": COLOURS,
+    "object": OBJECTS,
+    "where": PLACES,
+    "action": ACTIONS,
+}
+
+# Slots are written "{attribute}"; every other token is a function word with role None.
+SHAPES: tuple[str, ...] = (
+    "{who} {action} the {colour} {object} in the {where} .",
+    "in the {where} , the {colour} {object} was {action} by {who} .",
+    "{who} , who was in the {where} , {action} a {colour} {object} .",
+    "the {colour} {object} was {action} by {who} in the {where} .",
+    "at the {where} , {who} {action} the {colour} {object} .",
+    "{who} {action} a {object} that was {colour} near the {where} .",
+    "it was {who} who {action} the {colour} {object} at the {where} .",
+    "a {colour} {object} in the {where} was {action} by {who} .",
+    "near the {where} , {who} quietly {action} the {object} , which was {colour} .",
+    "the {object} that {who} {action} in the {where} was {colour} .",
+)
+
+FUNCTION_WORDS: tuple[str, ...] = tuple(
+    sorted({w for shape in SHAPES for w in shape.split() if not w.startswith("{")})
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence: its words, its attribute values and which attribute each word realises."""
+
+    words: tuple[str, ...]
+    attributes: dict[str, str]
+    roles: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A numbered sequence of sentences."""
+
+    doc_id: int
+    sentences: tuple[Sentence, ...]
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """All words of the document in order."""
+        return tuple(w for s in self.sentences for w in s.words)
+
+    @property
+    def text(self) -> str:
+        """Words joined by single spaces."""
+        return " ".join(self.words)
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A document prefix cut after `n_words` words, with its ground truth."""
+
+    doc_id: int
+    text: str
+    n_words: int
+    current: dict[str, str]
+    earlier: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    final_word: str = ""
+
+    @property
+    def ground_truth(self) -> dict[str, Any]:
+        """JSON-serialisable ground truth (everything except the text)."""
+        return {
+            "doc_id": self.doc_id,
+            "n_words": self.n_words,
+            "current": dict(self.current),
+            "earlier": [dict(e) for e in self.earlier],
+            "final_word": self.final_word,
+        }
+
+    def to_json(self) -> str:
+        """Serialise the whole snippet (text included) to a JSON string."""
+        return json.dumps({"text": self.text, **self.ground_truth}, sort_keys=True)
+
+    @classmethod
+    def from_ground_truth(cls, text: str, ground_truth: dict[str, Any] | str) -> Snippet:
+        """Rebuild a snippet from its text and a ground-truth dict (or its JSON string)."""
+        gt = json.loads(ground_truth) if isinstance(ground_truth, str) else ground_truth
+        return cls(
+            doc_id=int(gt["doc_id"]),
+            text=text,
+            n_words=int(gt["n_words"]),
+            current=dict(gt["current"]),
+            earlier=tuple(dict(e) for e in gt["earlier"]),
+            final_word=str(gt["final_word"]),
+        )
+
+    @classmethod
+    def from_json(cls, payload: str) -> Snippet:
+        """Inverse of `to_json`."""
+        data = json.loads(payload)
+        return cls.from_ground_truth(data["text"], data)
+
+
+def make_sentence(shape: str, attributes: dict[str, str]) -> Sentence:
+    """Fill a shape's slots with attribute values."""
+    words: list[str] = []
+    roles: list[str | None] = []
+    for token in shape.split():
+        if token.startswith("{"):
+            name = token[1:-1]
+            words.append(attributes[name])
+            roles.append(name)
+        else:
+            words.append(token)
+            roles.append(None)
+    return Sentence(words=tuple(words), attributes=dict(attributes), roles=tuple(roles))
+
+
+def _random_sentence(rng: random.Random) -> Sentence:
+    shape = rng.choice(SHAPES)
+    # Independent uniform draws so no attribute predicts another.
+    attributes = {name: rng.choice(VALUES[name]) for name in ATTRIBUTES}
+    return make_sentence(shape, attributes)
+
+
+def generate_document(
+    doc_id: int, seed: int, min_sentences: int = 2, max_sentences: int = 4
+) -> Document:
+    """Generate one document; depends only on (seed, doc_id) so corpora can be sharded."""
+    if not 1 <= min_sentences <= max_sentences:
+        raise ValueError(f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, "
+                         f"{max_sentences}")
+    rng = random.Random(f"{seed}:doc:{doc_id}")
+    n = rng.randint(min_sentences, max_sentences)
+    return Document(doc_id=doc_id, sentences=tuple(_random_sentence(rng) for _ in range(n)))
+
+
+def generate_documents(
+    n_docs: int, seed: int, min_sentences: int = 2, max_sentences: int = 4
+) -> list[Document]:
+    """Generate documents 0..n_docs-1; a prefix of a larger corpus equals a smaller corpus."""
+    return [generate_document(i, seed, min_sentences, max_sentences) for i in range(n_docs)]
+
+
+def snippet_at(doc: Document, n_words: int) -> Snippet:
+    """Cut `doc` after its first `n_words` words and compute the ground truth."""
+    words = doc.words
+    if not 1 <= n_words <= len(words):
+        raise ValueError(f"n_words={n_words} outside 1..{len(words)} for doc {doc.doc_id}")
+    earlier: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    start = 0
+    for sentence in doc.sentences:
+        end = start + len(sentence.words)
+        if n_words <= end:
+            seen = n_words - start
+            current = {
+                role: word
+                for word, role in zip(sentence.words[:seen], sentence.roles[:seen], strict=True)
+                if role is not None
+            }
+            break
+        earlier.append(dict(sentence.attributes))
+        start = end
+    return Snippet(
+        doc_id=doc.doc_id,
+        text=" ".join(words[:n_words]),
+        n_words=n_words,
+        current=current,
+        earlier=tuple(earlier),
+        final_word=words[n_words - 1],
+    )
+
+
+def make_snippets(doc: Document, n_snippets: int, seed: int, min_words: int = 3) -> list[Snippet]:
+    """Up to `n_snippets` distinct prefixes of `doc`, sorted by length, keyed by (seed, doc_id)."""
+    n_total = len(doc.words)
+    if n_total < min_words:
+        raise ValueError(
+            f"document {doc.doc_id} has {n_total} words, fewer than min_words={min_words}"
+        )
+    rng = random.Random(f"{seed}:{doc.doc_id}")
+    candidates = range(min_words, n_total + 1)
+    # Clip rather than fail: short documents simply yield fewer snippets.
+    cuts = sorted(rng.sample(candidates, min(n_snippets, len(candidates))))
+    return [snippet_at(doc, c) for c in cuts]
+
+
+def vocabulary() -> list[str]:
+    """Every word the world can produce, sorted and unique (punctuation included)."""
+    words = set(FUNCTION_WORDS)
+    for values in VALUES.values():
+        words.update(values)
+    return sorted(words)

@@ -1,0 +1,51 @@
+"""Small helpers shared by the stages: a Lightning Trainer per stage and data loaders."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from nla_lightning.data.datasets import ActivationTokens
+
+
+def make_trainer(
+    trainer_cfg: dict[str, Any], max_steps: int, out_dir: str | Path, logger: Any = None
+) -> L.Trainer:
+    """A Trainer for one stage; checkpoints are exported in the NLA layout instead."""
+    options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
+    return L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(out_dir),
+        **options,
+    )
+
+
+def loader(
+    dataset: ActivationTokens, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=partial(dataset.collate, pad_id=pad_id),
+    )
+
+
+def device_of(trainer_cfg: dict[str, Any]) -> str:
+    """The device for work done outside a Trainer (extraction, sampling)."""
+    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"

@@ -1,0 +1,231 @@
+"""AV (activation verbaliser): prompt, embedding injection, sampling, response log-probs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nla_lightning.activations import check_finite, check_width, normalise
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.meta import NLAMeta, render_actor_prompt
+
+_EXPLANATION = re.compile(r"<explanation>(.*?)</explanation>", re.DOTALL)
+
+
+def format_response(explanation: str) -> str:
+    """The AV's target response for one explanation."""
+    return f"<explanation>\n{explanation.strip()}\n</explanation>"
+
+
+def extract_explanation(response: str) -> str | None:
+    """Body of the first closed <explanation> tag, or None if missing, unclosed or empty."""
+    match = _EXPLANATION.search(response)
+    if match is None:
+        return None
+    body = match.group(1).strip()
+    return body or None
+
+
+def av_prompt_ids(tokenizer: Any, meta: NLAMeta) -> list[int]:
+    """The chat-templated AV prompt, checked to hold the injection token once, between its
+    recorded neighbours."""
+    ids = render_actor_prompt(tokenizer, meta.actor_message())
+    positions = [i for i, t in enumerate(ids) if t == meta.injection_token_id]
+    if len(positions) != 1:
+        raise NLAConfigError(
+            f"the AV prompt holds the injection token {meta.injection_char!r} "
+            f"(id {meta.injection_token_id}) {len(positions)} times; it must appear exactly "
+            "once: fix the actor template or choose another injection_char"
+        )
+    pos = positions[0]
+    found = (ids[pos - 1], ids[pos + 1]) if 0 < pos < len(ids) - 1 else None
+    if found != (meta.left_neighbour_id, meta.right_neighbour_id):
+        raise NLAConfigError(
+            f"the injection token's neighbours are {found}, the metadata expects "
+            f"({meta.left_neighbour_id}, {meta.right_neighbour_id}): the tokenizer or chat "
+            "template differs from the one the NLA was made with"
+        )
+    return ids
+
+
+def encode_responses(tokenizer: Any, explanations: Sequence[str]) -> list[list[int]]:
+    """Token ids of each formatted response, closed by the end-of-turn token."""
+    texts = [format_response(e) for e in explanations]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [ids + [tokenizer.eos_token_id] for ids in encoded]
+
+
+class EmbeddingInjector:
+    """Forward hook on the input embeddings that replaces the injection token's embedding with
+    the (normalised, scaled) activation of its row. Decode steps (one new token, KV cache) are
+    left alone, so injection happens in the prefill only."""
+
+    def __init__(self, model: nn.Module, meta: NLAMeta) -> None:
+        self.meta = meta
+        self.embedding = model.get_input_embeddings()
+        self.vectors: torch.Tensor | None = None
+
+    def __call__(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        input_ids = args[0]
+        if self.vectors is None or input_ids.shape[1] == 1:
+            return output
+        mask = input_ids == self.meta.injection_token_id
+        counts = mask.sum(dim=1)
+        if not torch.equal(counts, torch.ones_like(counts)):
+            bad = (counts != 1).nonzero().flatten()[:5].tolist()
+            raise NLAConfigError(
+                f"injection token {self.meta.injection_char!r} must appear exactly once per "
+                f"row; rows {bad} hold it {counts[bad].tolist()} times"
+            )
+        if self.vectors.shape[0] != input_ids.shape[0]:
+            raise NLAConfigError(
+                f"{self.vectors.shape[0]} activations were given for {input_ids.shape[0]} prompts"
+            )
+        pos = mask.int().argmax(dim=1, keepdim=True)
+        left = input_ids.gather(1, (pos - 1).clamp_min(0))
+        right = input_ids.gather(1, (pos + 1).clamp_max(input_ids.shape[1] - 1))
+        if not (
+            (left == self.meta.left_neighbour_id).all()
+            and (right == self.meta.right_neighbour_id).all()
+        ):
+            raise NLAConfigError(
+                "the injection token is not between its recorded neighbours: the prompt was not "
+                "built with this NLA's template and tokenizer"
+            )
+        vectors = self.vectors.to(device=output.device, dtype=output.dtype)
+        return torch.where(mask.unsqueeze(-1), vectors.unsqueeze(1), output)
+
+    @contextmanager
+    def active(self, activations: torch.Tensor) -> Iterator[None]:
+        """Inject `activations` [B, d] (raw) into every forward run inside the block."""
+        check_width(activations, self.meta.d_model)
+        check_finite(activations)
+        self.vectors = normalise(activations.float(), self.meta.injection_scale)
+        handle = self.embedding.register_forward_hook(self)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self.vectors = None
+
+
+@dataclass
+class Rollout:
+    """Sampled AV responses: ids [N, T], mask [N, T] (1 up to and including end-of-turn)."""
+
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    texts: list[str]
+    explanations: list[str | None]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(dim=1)
+
+
+class ActivationVerbalizer(nn.Module):
+    """A causal LM that reads an injected activation and writes an explanation."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, meta: NLAMeta) -> None:
+        super().__init__()
+        meta.check_model(model.config)
+        meta.check_tokenizer(tokenizer)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.injector = EmbeddingInjector(model, meta)
+        self.register_buffer(
+            "prompt_ids", torch.tensor(av_prompt_ids(tokenizer, meta)), persistent=False
+        )
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.eos_token_id if pad is None else pad
+
+    def response_logprobs(
+        self, activations: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-prob of each response token given the injected prompt: [B, T] (0 where masked)."""
+        n, width = response_ids.shape
+        device = self.prompt_ids.device
+        prompt = self.prompt_ids.unsqueeze(0).expand(n, -1)
+        input_ids = torch.cat([prompt, response_ids.to(device)], dim=1)
+        attention = torch.cat([torch.ones_like(prompt), response_mask.to(device)], dim=1)
+        with self.injector.active(activations):
+            # Only the positions that predict response tokens need logits.
+            logits = self.model(
+                input_ids=input_ids, attention_mask=attention, logits_to_keep=width + 1
+            ).logits[:, :-1]
+        logprobs = token_logprobs(logits, response_ids.to(device))
+        return logprobs * response_mask.to(device)
+
+    def sft_loss(
+        self, activations: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean next-token loss over response tokens (prompt masked), with injection."""
+        logprobs = self.response_logprobs(activations, response_ids, response_mask)
+        return -logprobs.sum() / response_mask.sum().clamp_min(1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        activations: torch.Tensor,
+        group_size: int = 1,
+        max_new_tokens: int = 150,
+        temperature: float = 1.0,
+    ) -> Rollout:
+        """Sample `group_size` responses per activation in one batched, KV-cached generate.
+        Rows are grouped: rows g*i .. g*i+g-1 belong to activation i."""
+        vectors = activations.repeat_interleave(group_size, dim=0)
+        n = vectors.shape[0]
+        prompt = self.prompt_ids.unsqueeze(0).expand(n, -1)
+        eos = self.tokenizer.eos_token_id
+        with self.injector.active(vectors):
+            out = self.model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=self.pad_id,
+                use_cache=True,
+            )
+        response = out[:, prompt.shape[1] :]
+        is_eos = response == eos
+        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+        mask = (~after_eos).long()
+        response = response.masked_fill(after_eos, self.pad_id)
+        texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)
+        return Rollout(response, mask, texts, [extract_explanation(t) for t in texts])
+
+    def explain(self, activations: torch.Tensor, **kwargs: Any) -> list[str | None]:
+        """One sampled explanation per activation (None where the response had no closed tag)."""
+        return self.sample(activations, **kwargs).explanations
+
+    def save(self, directory: str | Path) -> Path:
+        """Official AV layout: an HF causal-LM directory plus nla_meta.yaml."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        self.meta.save(directory, kind="nla_model", role="av")
+        return directory
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] in float32 without materialising the full log-softmax: [B, T]."""
+    logits = logits.float()
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+

@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny Qwen2 target (hidden 64, 4 layers) with the offline toy tokenizer,
+saved once per session so tests exercise the real from_pretrained path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+LAYER = 2
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    from nla_lightning.pipeline import templates
+    from nla_lightning.toy.tokenizer import build_toy_tokenizer
+
+    return build_toy_tokenizer(extra_texts=templates("toy"))
+
+
+@pytest.fixture(scope="session")
+def target_dir(tmp_path_factory, toy_tokenizer) -> Path:
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(
+        vocab_size=len(toy_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=toy_tokenizer.eos_token_id,
+        pad_token_id=toy_tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    path = tmp_path_factory.mktemp("target")
+    model.save_pretrained(path)
+    toy_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def meta(target_dir, toy_tokenizer):
+    from nla_lightning.meta import build_meta
+    from nla_lightning.models import load_config
+    from nla_lightning.pipeline import templates
+
+    actor, critic = templates("toy")
+    return build_meta(
+        toy_tokenizer,
+        load_config(str(target_dir)),
+        base_model="tiny-test",
+        layer=LAYER,
+        injection_scale=1.0,
+        actor_template=actor,
+        critic_template=critic,
+    )
+
+
+@pytest.fixture
+def target(target_dir):
+    from nla_lightning.models import load_causal_lm
+
+    return load_causal_lm(str(target_dir)).eval()
+
+
+def compose(overrides: list[str]):
+    """The real config tree, composed with Hydra's API."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+# Small enough for a few seconds on 2 CPU cores, big enough to exercise every stage.
+TINY_RUN = [
+    "model.architecture.hidden_size=64",
+    "model.architecture.intermediate_size=128",
+    "model.pretrain.n_docs=200",
+    "model.pretrain.steps=10",
+    "data.n_docs=120",
+    "stage.av_sft.max_steps=4",
+    "stage.ar_sft.max_steps=4",
+    "stage.av_sft.max_new_tokens=8",
+    "trainer.enable_progress_bar=false",
+]

@@ -1,0 +1,61 @@
+"""Tests for the partial template explanations and their parser."""
+
+import random
+
+from nla_lightning.toy.summaries import (
+    FINAL_WORD_KEY,
+    attributes_named,
+    explanation_vocabulary,
+    snippet_attribute_values,
+    write_complete_explanation,
+    write_explanation,
+)
+from nla_lightning.toy.world import ATTRIBUTES, generate_documents, make_snippets, vocabulary
+
+
+def _snippets(n: int = 500):
+    out = []
+    for doc in generate_documents(n, seed=11):
+        out.extend(make_snippets(doc, 1, seed=11))
+    return out[:n]
+
+
+def test_explanations_are_partial():
+    rng = random.Random(0)
+    snippets = _snippets()
+    counts, finals = [], 0
+    for s in snippets:
+        named = attributes_named(write_explanation(s, rng, p_final_word=0.3))
+        if s.current:
+            counts.append(sum(len(named.get(a, ())) for a in ATTRIBUTES))
+        finals += FINAL_WORD_KEY in named
+        truth = snippet_attribute_values(s)
+        # Everything named about the current sentence is true.
+        for key, values in named.items():
+            assert values <= truth[key]
+    mean = sum(counts) / len(counts)
+    assert 1.0 <= mean <= 2.2
+    assert 0.2 <= finals / len(snippets) <= 0.4
+
+
+def test_complete_explanation_round_trip():
+    for s in _snippets(200):
+        assert attributes_named(write_complete_explanation(s)) == snippet_attribute_values(s)
+
+
+def test_parser_handles_punctuation_and_garbage():
+    assert attributes_named("the text ends with a full stop .") == {FINAL_WORD_KEY: {"."}}
+    assert attributes_named("the text ends with a comma.") == {FINAL_WORD_KEY: {","}}
+    assert attributes_named("the place is the park. the object is a ball") == {
+        "where": {"park"}, "object": {"ball"}}
+    assert attributes_named("earlier , the person was tom .") == {}
+    assert attributes_named("the the is is . red blue") == {}
+    assert attributes_named("") == {}
+
+
+def test_explanation_words_in_vocabulary():
+    vocab = set(vocabulary()) | set(explanation_vocabulary())
+    rng = random.Random(1)
+    for s in _snippets(300):
+        for text in (write_explanation(s, rng, p_earlier=0.5), write_complete_explanation(s)):
+            assert set(text.split()) <= vocab
