@@ -3,6 +3,7 @@ that say what to do when the weights are not here."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,27 @@ def _not_available(name_or_path: str, err: Exception) -> NLAConfigError:
     )
 
 
-def load_tokenizer(name_or_path: str) -> Any:
-    from transformers import AutoTokenizer
+def _is_generic_fast_tokenizer(name_or_path: str) -> bool:
+    """True for a directory holding a plain tokenizer.json tokenizer (the toy world's)."""
+    config = Path(name_or_path) / "tokenizer_config.json"
+    if not config.exists():
+        return False
+    saved_class = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    return saved_class in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
+
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    # AutoTokenizer would rebuild a generic tokenizer as the model type's own class (for a
+    # Qwen2 config: Qwen2Tokenizer, with another pre-tokenizer), silently changing the ids.
+    loader = (
+        PreTrainedTokenizerFast
+        if _is_generic_fast_tokenizer(name_or_path)
+        else AutoTokenizer
+    )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = loader.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
         raise _not_available(name_or_path, err) from err
     if tokenizer.pad_token_id is None:

@@ -139,6 +139,10 @@ class ActivationReconstructor(nn.Module):
         readout = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.head(readout.to(self.head.weight.dtype))
 
+    def predict_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Unpadded ids [B, T] -> predicted activations [B, d]."""
+        return self(input_ids.to(self.device), torch.ones_like(input_ids, device=self.device))
+
     def predict(self, explanations: Sequence[str]) -> torch.Tensor:
         """Explanations -> predicted activations [B, d] (gradients flow if enabled)."""
         ids, mask = pad_right(self.encode(explanations), self.tokenizer.pad_token_id)
