@@ -123,13 +123,9 @@ def test_bad_activations_are_refused(av, meta):
 
 
 def test_save_and_reload_give_identical_logprobs(av, meta, tmp_path):
-    from nla_lightning.models import load_tokenizer
-
     av.save(tmp_path / "av")
     assert NLAMeta.load(tmp_path / "av") == meta
-    again = ActivationVerbalizer(
-        load_causal_lm(str(tmp_path / "av")), load_tokenizer(str(tmp_path / "av")), meta
-    )
+    again = ActivationVerbalizer.load(tmp_path / "av")
     acts = torch.randn(2, meta.d_model)
     ids, mask = responses(av, ["the place is the park .", "the action is painted ."])
     torch.testing.assert_close(

@@ -213,6 +213,22 @@ class ActivationVerbalizer(nn.Module):
         """One sampled explanation per activation (None where the response had no closed tag)."""
         return self.sample(activations, **kwargs).explanations
 
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        dtype: str | torch.dtype = "float32",
+        device: str = "cpu",
+        quantize_4bit: bool = False,
+    ) -> ActivationVerbalizer:
+        """Load an AV directory (HF causal LM + nla_meta.yaml), checking it against its meta."""
+        from nla_lightning.models import load_causal_lm, load_tokenizer
+
+        meta = NLAMeta.load(directory)
+        tokenizer = load_tokenizer(str(directory))
+        model = load_causal_lm(str(directory), dtype=dtype, quantize_4bit=quantize_4bit, device=device)
+        return cls(model, tokenizer, meta)
+
     def save(self, directory: str | Path) -> Path:
         """Official AV layout: an HF causal-LM directory plus nla_meta.yaml."""
         directory = Path(directory)

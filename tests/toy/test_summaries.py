@@ -59,3 +59,26 @@ def test_explanation_words_in_vocabulary():
     for s in _snippets(300):
         for text in (write_explanation(s, rng, p_earlier=0.5), write_complete_explanation(s)):
             assert set(text.split()) <= vocab
+
+
+def test_next_phrase_round_trips_for_every_kind():
+    from nla_lightning.toy.summaries import NEXT_KEY, write_complete_explanation
+    from nla_lightning.toy.world import generate_documents, snippet_at
+
+    kinds = set()
+    for doc in generate_documents(30, seed=3):
+        for n in range(1, len(doc.words) + 1):
+            s = snippet_at(doc, n)
+            assert attributes_named(write_complete_explanation(s))[NEXT_KEY] == {s.next_kind}
+            kinds.add(s.next_kind.split(":")[0])
+    assert kinds == {"attribute", "word", "end"}
+
+
+def test_next_kind_is_the_role_of_the_following_word():
+    from nla_lightning.toy.world import Document, make_sentence, snippet_at
+
+    attrs = {"who": "anna", "colour": "red", "object": "ball", "where": "park", "action": "kicked"}
+    doc = Document(0, (make_sentence("{who} {action} the {colour} {object} in the {where} .", attrs),))
+    assert snippet_at(doc, 1).next_kind == "attribute:action"
+    assert snippet_at(doc, 2).next_kind == "word:the"
+    assert snippet_at(doc, len(doc.words)).next_kind == "end"

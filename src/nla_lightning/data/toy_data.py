@@ -51,6 +51,7 @@ def build_toy_splits(
                 rng,
                 p_final_word=writer["p_final_word"],
                 max_attributes=writer["max_attributes"],
+                p_next=writer["p_next"],
             )
         )
     paths = {}

@@ -8,6 +8,7 @@ import re
 from nla_lightning.toy.world import ATTRIBUTES, Snippet
 
 FINAL_WORD_KEY = "final_word"
+NEXT_KEY = "next"
 
 # Noun used in "the <noun> is <value> ." for each attribute.
 ATTRIBUTE_NOUNS: dict[str, str] = {
@@ -23,13 +24,15 @@ _ARTICLES: dict[str, str] = {"object": "a", "where": "the"}
 # Punctuation is named in words so the phrase's own "." stays unambiguous.
 _PUNCTUATION_NAMES: dict[str, tuple[str, ...]] = {".": ("a", "full", "stop"), ",": ("a", "comma")}
 _FINAL_PREFIX = ("the", "text", "ends", "with")
+_NEXT_PREFIX = ("next", "comes")
 
 _TOKEN_RE = re.compile(r"[^\s.,]+|[.,]")
 
 
 def explanation_vocabulary() -> list[str]:
     """Words used by explanation templates besides attribute values (sorted, unique)."""
-    words = {"the", "is", "was", "earlier", ",", ".", "word", *_FINAL_PREFIX}
+    words = {"the", "is", "was", "earlier", ",", ".", "word", "nothing", *_FINAL_PREFIX}
+    words.update(_NEXT_PREFIX)
     words.update(ATTRIBUTE_NOUNS.values())
     words.update(_ARTICLES.values())
     for phrase in _PUNCTUATION_NAMES.values():
@@ -45,10 +48,25 @@ def _attribute_phrase(name: str, value: str, earlier: bool = False) -> str:
     return f"the {ATTRIBUTE_NOUNS[name]} is {shown} ."
 
 
-def _final_word_phrase(word: str) -> str:
+def _word_in_words(word: str) -> str:
     named = _PUNCTUATION_NAMES.get(word)
-    tail = " ".join(named) if named else f"the word {word}"
-    return f"{' '.join(_FINAL_PREFIX)} {tail} ."
+    return " ".join(named) if named else f"the word {word}"
+
+
+def _final_word_phrase(word: str) -> str:
+    return f"{' '.join(_FINAL_PREFIX)} {_word_in_words(word)} ."
+
+
+def _next_phrase(next_kind: str) -> str:
+    """What must follow the text: an attribute slot, a given word, or nothing."""
+    kind, _, value = next_kind.partition(":")
+    if kind == "attribute":
+        tail = f"a {ATTRIBUTE_NOUNS[value]}"
+    elif kind == "word":
+        tail = _word_in_words(value)
+    else:
+        tail = "nothing"
+    return f"{' '.join(_NEXT_PREFIX)} {tail} ."
 
 
 def write_explanation(
@@ -57,8 +75,10 @@ def write_explanation(
     p_final_word: float = 0.3,
     max_attributes: int = 2,
     p_earlier: float = 0.1,
+    p_next: float = 0.5,
 ) -> str:
-    """Partial explanation: one to `max_attributes` current attributes, sometimes the final word."""
+    """Partial explanation: one to `max_attributes` current attributes, sometimes the final word,
+    sometimes what must follow."""
     phrases: list[str] = []
     present = [name for name in ATTRIBUTES if name in snippet.current]
     if present:
@@ -74,6 +94,8 @@ def write_explanation(
         phrases.append(_attribute_phrase(name, snippet.earlier[-1][name], earlier=True))
     if rng.random() < p_final_word or not phrases:
         phrases.append(_final_word_phrase(snippet.final_word))
+    if rng.random() < p_next:
+        phrases.append(_next_phrase(snippet.next_kind))
     return " ".join(phrases)
 
 
@@ -85,6 +107,7 @@ def write_complete_explanation(snippet: Snippet) -> str:
         if name in snippet.current
     ]
     phrases.append(_final_word_phrase(snippet.final_word))
+    phrases.append(_next_phrase(snippet.next_kind))
     return " ".join(phrases)
 
 
@@ -121,13 +144,28 @@ def attributes_named(explanation: str) -> dict[str, set[str]]:
                 value = rest[2]
             else:
                 value = next((p for p, n in _PUNCTUATION_NAMES.items() if n == rest), None)
+        elif tuple(tokens[:2]) == _NEXT_PREFIX:
+            key, value = NEXT_KEY, _parse_next(tuple(tokens[2:]))
         if key is not None and value is not None:
             named.setdefault(key, set()).add(value)
     return named
 
 
+def _parse_next(rest: tuple[str, ...]) -> str | None:
+    if rest == ("nothing",):
+        return "end"
+    if len(rest) == 2 and rest[0] == "a" and rest[1] in _NOUN_TO_ATTRIBUTE:
+        return f"attribute:{_NOUN_TO_ATTRIBUTE[rest[1]]}"
+    if len(rest) == 3 and rest[:2] == ("the", "word"):
+        return f"word:{rest[2]}"
+    punctuation = next((p for p, n in _PUNCTUATION_NAMES.items() if n == rest), None)
+    return f"word:{punctuation}" if punctuation else None
+
+
 def snippet_attribute_values(snippet: Snippet) -> dict[str, set[str]]:
-    """Ground truth in the shape `attributes_named` returns: current attributes + final word."""
+    """Ground truth in the shape `attributes_named` returns: current attributes, final word and
+    what must follow."""
     values = {name: {value} for name, value in snippet.current.items()}
     values[FINAL_WORD_KEY] = {snippet.final_word}
+    values[NEXT_KEY] = {snippet.next_kind}
     return values

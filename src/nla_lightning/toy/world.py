@@ -98,6 +98,8 @@ class Snippet:
     current: dict[str, str]
     earlier: tuple[dict[str, str], ...] = field(default_factory=tuple)
     final_word: str = ""
+    # What must follow: "attribute:<name>", "word:<function word>" or "end".
+    next_kind: str = "end"
 
     @property
     def ground_truth(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ class Snippet:
             "current": dict(self.current),
             "earlier": [dict(e) for e in self.earlier],
             "final_word": self.final_word,
+            "next_kind": self.next_kind,
         }
 
     def to_json(self) -> str:
@@ -125,6 +128,7 @@ class Snippet:
             current=dict(gt["current"]),
             earlier=tuple(dict(e) for e in gt["earlier"]),
             final_word=str(gt["final_word"]),
+            next_kind=str(gt.get("next_kind", "end")),
         )
 
     @classmethod
@@ -195,6 +199,13 @@ def snippet_at(doc: Document, n_words: int) -> Snippet:
             break
         earlier.append(dict(sentence.attributes))
         start = end
+    roles = [role for sentence in doc.sentences for role in sentence.roles]
+    if n_words == len(words):
+        next_kind = "end"
+    elif roles[n_words] is not None:
+        next_kind = f"attribute:{roles[n_words]}"
+    else:
+        next_kind = f"word:{words[n_words]}"
     return Snippet(
         doc_id=doc.doc_id,
         text=" ".join(words[:n_words]),
@@ -202,6 +213,7 @@ def snippet_at(doc: Document, n_words: int) -> Snippet:
         current=current,
         earlier=tuple(earlier),
         final_word=words[n_words - 1],
+        next_kind=next_kind,
     )
 
 

@@ -1,0 +1,106 @@
+"""The real entry: Hydra composition of conf/, a full tiny run, the CLI and multirun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.pipeline import run
+from nla_lightning.reconstructor import ActivationReconstructor
+from nla_lightning.verbalizer import ActivationVerbalizer
+from tests.conftest import TINY_RUN, compose
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plain(overrides, out_dir):
+    cfg = compose([*overrides, f"paths.output_dir={out_dir}"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return run(plain(TINY_RUN, out)), out
+
+
+def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
+    summary, out = tiny_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["wall_s"] > 0
+    stages = on_disk["stages"]
+    for key in ("fve", "fve_shuffled", "fve_mean_baseline"):
+        assert isinstance(stages["ar_sft"][key], float)
+    for key in ("loss", "loss_shuffled"):
+        assert stages["av_sft"][key] > 0
+    assert stages["target"]["pretrain_steps"] == 10
+    for part in ("av_sft", "ar_sft", "rl", "eval"):
+        assert (out / "data" / f"{part}.parquet").exists()
+        assert (out / "data" / f"{part}.parquet.nla_meta.yaml").exists()
+    assert (out / "logs" / "av_sft" / "metrics.csv").exists()
+
+
+def test_exported_checkpoints_reload_and_work(tiny_run):
+    summary, out = tiny_run
+    av = ActivationVerbalizer.load(out / "checkpoints" / "av")
+    ar = ActivationReconstructor.load(out / "checkpoints" / "ar")
+    av.meta.check_compatible(ar.meta, what="the AR")
+    import torch
+
+    rollout = av.sample(torch.randn(2, av.meta.d_model), max_new_tokens=8)
+    assert len(rollout.texts) == 2
+    assert ar.predict(["the colour is red ."]).shape == (1, ar.meta.d_model)
+
+
+def test_qwen_config_composes_and_fails_only_for_want_of_weights(tmp_path):
+    cfg = plain(["model=qwen", "layer=18"], tmp_path)
+    assert cfg["model"]["name"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert cfg["model"]["num_layers"] == 28 and cfg["layer"] == 18
+    with pytest.raises(NLAConfigError, match="could not be downloaded"):
+        run(cfg)
+
+
+def test_default_layer_is_two_thirds_of_depth():
+    assert compose(["model=qwen"]).layer == 18
+    assert compose([]).layer == 2
+
+
+def test_layer_out_of_range_is_refused_before_loading(tmp_path):
+    with pytest.raises(NLAConfigError, match="layer=28 is out of range"):
+        run(plain(["model=qwen", "layer=28"], tmp_path))
+
+
+def test_unknown_model_name_lists_the_choices():
+    with pytest.raises(MissingConfigException, match="qwen"):
+        compose(["model=qwen9000"])
+
+
+def _train_py(args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_qwen_exits_with_a_clear_message(tmp_path):
+    done = _train_py(["model=qwen", "layer=18", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert done.returncode == 2
+    assert "could not be downloaded" in done.stderr and "model.path" in done.stderr
+
+
+def test_cli_multirun_over_seeds(tmp_path):
+    done = _train_py(["-m", "seed=1,2", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seeds = sorted(json.loads((tmp_path / d / "summary.json").read_text())["seed"] for d in "01")
+    assert seeds == [1, 2]
