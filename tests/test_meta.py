@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -14,8 +16,13 @@ def test_round_trip_keeps_every_field(meta, tmp_path):
 def test_yaml_uses_official_field_names(meta, tmp_path):
     data = yaml.safe_load(meta.save(tmp_path / "x.nla_meta.yaml", kind="nla_dataset").read_text())
     assert data["kind"] == "nla_dataset"
-    assert set(data["extraction"]) >= {"base_model", "d_model", "layer_index", "injection_scale",
-                                       "mse_scale"}
+    assert set(data["extraction"]) >= {
+        "base_model",
+        "d_model",
+        "layer_index",
+        "injection_scale",
+        "mse_scale",
+    }
     assert set(data["tokens"]) >= {"injection_char", "injection_token_id", "critic_suffix_ids"}
     assert set(data["prompt_templates"]) == {"actor", "critic"}
     ar = yaml.safe_load(meta.save(tmp_path, kind="nla_model", role="ar").read_text())
@@ -90,3 +97,26 @@ def test_compatibility_check_names_the_difference(meta):
         meta.check_compatible(meta.with_updates(layer=1))
     with pytest.raises(NLAConfigError, match="d_model"):
         meta.check_compatible(meta.with_updates(d_model=32))
+
+
+@pytest.mark.parametrize(
+    ("char", "reason"),
+    [("qqq", "'qqq' -> \\[1\\]"), ("Explain", "found 2 times"), ("red blue", "-> \\[")],
+)
+def test_bad_injection_char_is_refused(toy_tokenizer, target_dir, char, reason):
+    from nla_lightning.models import load_config
+    from nla_lightning.pipeline import templates
+
+    actor, _ = templates("toy")
+    with pytest.raises(NLAConfigError, match="no injection character") as err:
+        build_meta(
+            toy_tokenizer,
+            load_config(str(target_dir)),
+            "m",
+            2,
+            1.0,
+            actor_template=actor,
+            injection_char=char,
+        )
+    assert char in str(err.value)
+    assert re.search(reason, str(err.value))

@@ -36,7 +36,8 @@ def capture_activations(
     blocks = decoder_layers(model)
     if not 0 <= layer < len(blocks):
         raise NLAConfigError(
-            f"layer {layer} is out of range: the model has {len(blocks)} blocks (0..{len(blocks) - 1})"
+            f"layer {layer} is out of range: the model has {len(blocks)} blocks "
+            f"(0..{len(blocks) - 1})"
         )
     captured: list[torch.Tensor] = []
 

@@ -20,11 +20,15 @@ def extract_final_token_activations(
     batch_size: int = 64,
     progress: bool = True,
 ) -> tuple[torch.Tensor, list[int]]:
-    """Raw block-`layer` activations at each text's last token: ([N, d] float32 on CPU, n_tokens)."""
+    """Raw block-`layer` activations at each text's last token.
+
+    Returns ([N, d] float32 on the CPU, token count of each text)."""
     rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     empty = [i for i, r in enumerate(rows) if not r]
     if empty:
-        raise ValueError(f"texts {empty[:5]} tokenise to nothing; drop empty texts before extraction")
+        raise ValueError(
+            f"texts {empty[:5]} tokenise to nothing; drop empty texts before extraction"
+        )
     device = next(model.parameters()).device
     # Sorting by length keeps padding (wasted compute) small inside each batch.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))

@@ -305,4 +305,3 @@ def build_meta(
         actor_template=actor_template,
         critic_template=critic_template,
     )
-

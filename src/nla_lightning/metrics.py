@@ -21,7 +21,9 @@ class FVE(Metric):
         super().__init__(**kwargs)
         self.mse_scale = mse_scale
         self.add_state("sse", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("sum", default=torch.zeros(d_model, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "sum", default=torch.zeros(d_model, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("sumsq", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -45,7 +47,9 @@ def fve(prediction: torch.Tensor, target: torch.Tensor, mse_scale: float) -> flo
     return float(metric.compute())
 
 
-def mean_baseline_fve(train_targets: torch.Tensor, targets: torch.Tensor, mse_scale: float) -> float:
+def mean_baseline_fve(
+    train_targets: torch.Tensor, targets: torch.Tensor, mse_scale: float
+) -> float:
     """FVE of always predicting the mean normalised training activation."""
     mean = normalise(train_targets.double(), mse_scale).mean(dim=0, keepdim=True)
     return fve(mean.expand_as(targets), targets, mse_scale)

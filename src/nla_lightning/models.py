@@ -48,11 +48,7 @@ def load_tokenizer(name_or_path: str) -> Any:
 
     # AutoTokenizer would rebuild a generic tokenizer as the model type's own class (for a
     # Qwen2 config: Qwen2Tokenizer, with another pre-tokenizer), silently changing the ids.
-    loader = (
-        PreTrainedTokenizerFast
-        if _is_generic_fast_tokenizer(name_or_path)
-        else AutoTokenizer
-    )
+    loader = PreTrainedTokenizerFast if _is_generic_fast_tokenizer(name_or_path) else AutoTokenizer
     try:
         tokenizer = loader.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
@@ -122,10 +118,17 @@ def load_backbone(
     config.num_hidden_layers = num_hidden_layers
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = config.layer_types[:num_hidden_layers]
+    from transformers.utils import logging as hf_logging
+
+    # The blocks above `num_hidden_layers` are skipped on purpose; do not list them as warnings.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         model = AutoModel.from_pretrained(
             name_or_path, config=config, **_load_kwargs(dtype, quantize_4bit, device)
         )
     except (OSError, ValueError) as err:
         raise _not_available(name_or_path, err) from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model if quantize_4bit else model.to(device)

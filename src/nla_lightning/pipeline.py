@@ -16,7 +16,12 @@ import torch
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.meta import REFERENCE_ACTOR_TEMPLATE, REFERENCE_CRITIC_TEMPLATE, NLAMeta, build_meta
+from nla_lightning.meta import (
+    REFERENCE_ACTOR_TEMPLATE,
+    REFERENCE_CRITIC_TEMPLATE,
+    NLAMeta,
+    build_meta,
+)
 from nla_lightning.metrics import mean_baseline_fve
 from nla_lightning.models import load_causal_lm
 from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
@@ -38,7 +43,7 @@ def templates(name: str) -> tuple[str, str]:
 
 
 def injection_scale_for(model: torch.nn.Module, setting: float | str) -> float:
-    """'auto': the median norm of the input embeddings, so the injected vector looks like a token."""
+    """'auto': the median input-embedding norm, so the injected vector looks like a token."""
     if setting != "auto":
         return float(setting)
     weight = model.get_input_embeddings().weight.detach().float()
@@ -156,7 +161,9 @@ def train_av(
         warmup_steps=hp["warmup_steps"],
         max_steps=hp["max_steps"],
     )
-    trainer = make_trainer(cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "av_sft"))
+    trainer = make_trainer(
+        cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "av_sft")
+    )
     trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
@@ -213,7 +220,9 @@ def train_ar(
         warmup_steps=hp["warmup_steps"],
         max_steps=hp["max_steps"],
     )
-    trainer = make_trainer(cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "ar_sft"))
+    trainer = make_trainer(
+        cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "ar_sft")
+    )
     trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
@@ -278,11 +287,14 @@ def human_summary(summary: dict[str, Any], out_dir: Path) -> str:
     ]
     if "target" in stages:
         t = stages["target"]
-        lines.append(f"  target   pretrained {t['pretrain_steps']} steps, loss {t['pretrain_loss']:.3f}")
+        lines.append(
+            f"  target   pretrained {t['pretrain_steps']} steps, loss {t['pretrain_loss']:.3f}"
+        )
     if "av_sft" in stages:
         a = stages["av_sft"]
         lines.append(
-            f"  AV SFT   held-out loss {a['loss']:.3f}  (shuffled activations {a['loss_shuffled']:.3f})"
+            f"  AV SFT   held-out loss {a['loss']:.3f}  "
+            f"(shuffled activations {a['loss_shuffled']:.3f})"
         )
         for ex in a["examples"][:2]:
             lines.append(f"    text: ...{ex['text'][-60:]}")

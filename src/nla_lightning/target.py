@@ -93,5 +93,6 @@ def build_toy_target(
         "corpus_tokens": int(sum(len(r) for r in rows)),
         "wall_s": round(time.time() - started, 1),
     }
-    return Target(name=model_cfg["name"], path=str(path), tokenizer=tokenizer, config=config,
-                  report=report)
+    return Target(
+        name=model_cfg["name"], path=str(path), tokenizer=tokenizer, config=config, report=report
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ def make_trainer(
     trainer_cfg: dict[str, Any], max_steps: int, out_dir: str | Path, logger: Any = None
 ) -> L.Trainer:
     """A Trainer for one stage; checkpoints are exported in the NLA layout instead."""
+    # Stages validate once, after fitting, on held-out data.
+    warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
     return L.Trainer(
         max_steps=max_steps,

@@ -226,7 +226,9 @@ class ActivationVerbalizer(nn.Module):
 
         meta = NLAMeta.load(directory)
         tokenizer = load_tokenizer(str(directory))
-        model = load_causal_lm(str(directory), dtype=dtype, quantize_4bit=quantize_4bit, device=device)
+        model = load_causal_lm(
+            str(directory), dtype=dtype, quantize_4bit=quantize_4bit, device=device
+        )
         return cls(model, tokenizer, meta)
 
     def save(self, directory: str | Path) -> Path:
@@ -244,4 +246,3 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
-

@@ -47,7 +47,9 @@ def test_parser_handles_punctuation_and_garbage():
     assert attributes_named("the text ends with a full stop .") == {FINAL_WORD_KEY: {"."}}
     assert attributes_named("the text ends with a comma.") == {FINAL_WORD_KEY: {","}}
     assert attributes_named("the place is the park. the object is a ball") == {
-        "where": {"park"}, "object": {"ball"}}
+        "where": {"park"},
+        "object": {"ball"},
+    }
     assert attributes_named("earlier , the person was tom .") == {}
     assert attributes_named("the the is is . red blue") == {}
     assert attributes_named("") == {}
@@ -78,7 +80,9 @@ def test_next_kind_is_the_role_of_the_following_word():
     from nla_lightning.toy.world import Document, make_sentence, snippet_at
 
     attrs = {"who": "anna", "colour": "red", "object": "ball", "where": "park", "action": "kicked"}
-    doc = Document(0, (make_sentence("{who} {action} the {colour} {object} in the {where} .", attrs),))
+    doc = Document(
+        0, (make_sentence("{who} {action} the {colour} {object} in the {where} .", attrs),)
+    )
     assert snippet_at(doc, 1).next_kind == "attribute:action"
     assert snippet_at(doc, 2).next_kind == "word:the"
     assert snippet_at(doc, len(doc.words)).next_kind == "end"

@@ -35,7 +35,8 @@ def test_special_and_added_tokens_are_single_ids():
     # Added tags survive skipping special tokens.
     ids = _ids(tok, "<explanation> the colour is red . </explanation><|im_end|>")
     assert tok.decode(ids, skip_special_tokens=True) == (
-        "<explanation> the colour is red . </explanation>")
+        "<explanation> the colour is red . </explanation>"
+    )
 
 
 def test_chat_template_and_prompt_words_known():

@@ -16,10 +16,12 @@ from nla_lightning.toy.world import (
 
 
 def _hand_document() -> Document:
-    first = make_sentence(SHAPES[0], dict(who="anna", colour="red", object="ball",
-                                          where="park", action="painted"))
-    second = make_sentence(SHAPES[1], dict(who="tom", colour="blue", object="cup",
-                                           where="kitchen", action="carried"))
+    first = make_sentence(
+        SHAPES[0], dict(who="anna", colour="red", object="ball", where="park", action="painted")
+    )
+    second = make_sentence(
+        SHAPES[1], dict(who="tom", colour="blue", object="cup", where="kitchen", action="carried")
+    )
     return Document(doc_id=7, sentences=(first, second))
 
 
@@ -39,8 +41,9 @@ def test_generate_documents_deterministic_and_prefix_stable():
 
 def test_every_shape_realises_each_attribute_once_and_early():
     for shape in SHAPES:
-        s = make_sentence(shape, dict(who="anna", colour="red", object="ball",
-                                      where="park", action="painted"))
+        s = make_sentence(
+            shape, dict(who="anna", colour="red", object="ball", where="park", action="painted")
+        )
         assert sorted(r for r in s.roles if r) == sorted(ATTRIBUTES)
         # A 3-word prefix of a document always names at least one attribute.
         assert any(s.roles[:3])
@@ -84,8 +87,9 @@ def test_make_snippets_reproducible_sorted_distinct():
 
 
 def test_short_document_raises():
-    doc = Document(doc_id=0, sentences=(make_sentence("{who} {action} .", dict(
-        who="anna", action="painted")),))
+    doc = Document(
+        doc_id=0, sentences=(make_sentence("{who} {action} .", dict(who="anna", action="painted")),)
+    )
     with pytest.raises(ValueError, match="min_words"):
         make_snippets(doc, 2, seed=0, min_words=4)
 

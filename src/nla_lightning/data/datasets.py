@@ -32,7 +32,9 @@ class ActivationTokens(Dataset):
             raise ValueError(f"{activations.shape[0]} activations but {len(rows)} token rows")
         self.activations = activations
         self.rows = [list(r) for r in rows]
-        self.shuffled = derangement(len(rows), seed) if len(rows) > 1 else torch.zeros(1, dtype=torch.long)
+        self.shuffled = (
+            derangement(len(rows), seed) if len(rows) > 1 else torch.zeros(1, dtype=torch.long)
+        )
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -34,7 +34,9 @@ def build_toy_splits(
     min_words: int = 3,
 ) -> dict[str, Path]:
     """Write one Parquet file (+ sidecar) per split; returns split name -> path."""
-    snippets = [s for doc in documents for s in make_snippets(doc, snippets_per_doc, seed, min_words)]
+    snippets = [
+        s for doc in documents for s in make_snippets(doc, snippets_per_doc, seed, min_words)
+    ]
     activations, n_tokens = extract_final_token_activations(
         target_model, tokenizer, [s.text for s in snippets], meta.layer, batch_size
     )

@@ -9,7 +9,9 @@ from nla_lightning.modules.sft import warmup_cosine
 
 
 class CausalLMPretrainModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, lr: float, warmup_steps: int, max_steps: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, lr: float, warmup_steps: int, max_steps: int
+    ) -> None:
         super().__init__()
         self.model = model
         self.save_hyperparameters(ignore=["model"])

@@ -18,8 +18,16 @@ IM_END = "<|im_end|>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, UNK_TOKEN, IM_START, IM_END)
 # Non-special so they survive decode(skip_special_tokens=True).
 ADDED_TOKENS: tuple[str, ...] = (
-    "<explanation>", "</explanation>", "<concept>", "</concept>", "<text>", "</text>",
-    "<summary>", "<analysis>", "</analysis>", INJECTION_CHAR,
+    "<explanation>",
+    "</explanation>",
+    "<concept>",
+    "</concept>",
+    "<text>",
+    "</text>",
+    "<summary>",
+    "<analysis>",
+    "</analysis>",
+    INJECTION_CHAR,
 )
 CHAT_ROLES: tuple[str, ...] = ("system", "user", "assistant")
 

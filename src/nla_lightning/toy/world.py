@@ -10,28 +10,112 @@ from typing import Any
 ATTRIBUTES: tuple[str, ...] = ("who", "colour", "object", "where", "action")
 
 NAMES: tuple[str, ...] = (
-    "anna", "tom", "maria", "leo", "sara", "ben", "nina", "omar", "lucy", "jack",
-    "emma", "ravi", "mia", "paul", "zoe", "ivan", "kate", "sam", "lily", "hugo",
+    "anna",
+    "tom",
+    "maria",
+    "leo",
+    "sara",
+    "ben",
+    "nina",
+    "omar",
+    "lucy",
+    "jack",
+    "emma",
+    "ravi",
+    "mia",
+    "paul",
+    "zoe",
+    "ivan",
+    "kate",
+    "sam",
+    "lily",
+    "hugo",
 )
 COLOURS: tuple[str, ...] = (
-    "red", "blue", "green", "yellow", "purple", "pink", "brown", "black",
-    "white", "grey", "silver", "golden", "violet", "beige", "teal", "crimson",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "purple",
+    "pink",
+    "brown",
+    "black",
+    "white",
+    "grey",
+    "silver",
+    "golden",
+    "violet",
+    "beige",
+    "teal",
+    "crimson",
 )
 # Consonant-initial nouns so that "a {object}" always reads naturally.
 OBJECTS: tuple[str, ...] = (
-    "ball", "cup", "box", "book", "chair", "lamp", "kite", "hat", "bag", "bottle",
-    "clock", "vase", "drum", "spoon", "plate", "basket", "candle", "pillow", "bucket", "rope",
+    "ball",
+    "cup",
+    "box",
+    "book",
+    "chair",
+    "lamp",
+    "kite",
+    "hat",
+    "bag",
+    "bottle",
+    "clock",
+    "vase",
+    "drum",
+    "spoon",
+    "plate",
+    "basket",
+    "candle",
+    "pillow",
+    "bucket",
+    "rope",
 )
 PLACES: tuple[str, ...] = (
-    "park", "kitchen", "garden", "library", "school", "station", "market", "forest",
-    "beach", "river", "office", "garage", "museum", "bakery", "harbour", "attic",
-    "cellar", "hallway", "bridge", "farm",
+    "park",
+    "kitchen",
+    "garden",
+    "library",
+    "school",
+    "station",
+    "market",
+    "forest",
+    "beach",
+    "river",
+    "office",
+    "garage",
+    "museum",
+    "bakery",
+    "harbour",
+    "attic",
+    "cellar",
+    "hallway",
+    "bridge",
+    "farm",
 )
 # Past tense equals past participle so both active and passive shapes work.
 ACTIONS: tuple[str, ...] = (
-    "painted", "carried", "kicked", "pushed", "cleaned", "dropped", "moved", "lifted",
-    "washed", "opened", "pulled", "filled", "fixed", "touched", "watched", "dragged",
-    "wrapped", "polished", "stacked", "rolled",
+    "painted",
+    "carried",
+    "kicked",
+    "pushed",
+    "cleaned",
+    "dropped",
+    "moved",
+    "lifted",
+    "washed",
+    "opened",
+    "pulled",
+    "filled",
+    "fixed",
+    "touched",
+    "watched",
+    "dragged",
+    "wrapped",
+    "polished",
+    "stacked",
+    "rolled",
 )
 
 VALUES: dict[str, tuple[str, ...]] = {
@@ -165,8 +249,9 @@ def generate_document(
 ) -> Document:
     """Generate one document; depends only on (seed, doc_id) so corpora can be sharded."""
     if not 1 <= min_sentences <= max_sentences:
-        raise ValueError(f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, "
-                         f"{max_sentences}")
+        raise ValueError(
+            f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, {max_sentences}"
+        )
     rng = random.Random(f"{seed}:doc:{doc_id}")
     n = rng.randint(min_sentences, max_sentences)
     return Document(doc_id=doc_id, sentences=tuple(_random_sentence(rng) for _ in range(n)))
