@@ -95,3 +95,57 @@ TINY_RUN = [
     "stage.av_sft.max_new_tokens=8",
     "trainer.enable_progress_bar=false",
 ]
+
+
+COLOURS = ["red", "blue", "green", "yellow", "purple", "pink", "brown", "black"]
+SFT_TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+
+@pytest.fixture(scope="session")
+def colour_mapping(meta):
+    """Each colour has its own activation (plus a little noise); explanations name the colour."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(len(COLOURS), meta.d_model, generator=generator) * 3
+    index = torch.arange(256) % len(COLOURS)
+    activations = centres[index] + 0.1 * torch.randn(256, meta.d_model, generator=generator)
+    explanations = [f"the colour is {COLOURS[i]} ." for i in index]
+    return activations, explanations
+
+
+@pytest.fixture(scope="session")
+def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, tmp_path_factory):
+    """A real warm start on the colour mapping (Lightning fits), exported to disk.
+
+    Returns (av_dir, ar_dir, metrics) with held-out metrics before and after each fit."""
+    import lightning as L
+
+    from nla_lightning.data.datasets import ActivationTokens
+    from nla_lightning.models import load_causal_lm
+    from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
+    from nla_lightning.reconstructor import ActivationReconstructor
+    from nla_lightning.training import loader, make_trainer
+    from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses
+
+    activations, explanations = colour_mapping
+    out = tmp_path_factory.mktemp("warm")
+    metrics = {}
+    L.seed_everything(0, verbose=False)
+    ar = ActivationReconstructor.from_target(str(target_dir), toy_tokenizer, meta)
+    data = ActivationTokens(activations, ar.encode(explanations))
+    module = ARSFTModule(ar, lr=3e-3, warmup_steps=5, max_steps=60)
+    held_out = loader(data, 64, toy_tokenizer.pad_token_id, shuffle=False)
+    trainer = make_trainer(SFT_TRAINER, 60, out)
+    metrics["ar_before"] = trainer.validate(module, held_out, verbose=False)[0]
+    trainer.fit(module, loader(data, 32, toy_tokenizer.pad_token_id, shuffle=True))
+    metrics["ar_after"] = trainer.validate(module, held_out, verbose=False)[0]
+    ar.save(out / "ar")
+
+    av = ActivationVerbalizer(load_causal_lm(str(target_dir)), toy_tokenizer, meta)
+    data = ActivationTokens(activations, encode_responses(toy_tokenizer, explanations))
+    module = AVSFTModule(av, lr=3e-3, warmup_steps=5, max_steps=200)
+    trainer = make_trainer(SFT_TRAINER, 200, out)
+    trainer.fit(module, loader(data, 32, av.pad_id, shuffle=True))
+    held_out = loader(data, 64, av.pad_id, shuffle=False)
+    metrics["av_after"] = trainer.validate(module, held_out, verbose=False)[0]
+    av.save(out / "av")
+    return out / "av", out / "ar", metrics

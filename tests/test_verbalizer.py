@@ -98,15 +98,29 @@ def test_sampling_is_batched_grouped_and_injects_in_prefill_only(av, meta):
 
 
 def test_missing_or_repeated_injection_token_is_an_error(av, meta):
-    n = av.prompt_ids.numel()
-    for bad in (
-        av.prompt_ids.masked_fill(av.prompt_ids == meta.injection_token_id, 20),
-        torch.cat([av.prompt_ids, torch.tensor([meta.injection_token_id])]),
-    ):
-        with av.injector.active(torch.randn(1, meta.d_model)):
+    from nla_lightning.verbalizer import EmbeddingInjector
+
+    anywhere = EmbeddingInjector(av.model, meta)  # no fixed position: arbitrary prompts
+    missing = av.prompt_ids.masked_fill(av.prompt_ids == meta.injection_token_id, 20)
+    repeated = torch.cat([av.prompt_ids, torch.tensor([meta.injection_token_id])])
+    for bad in (missing, repeated):
+        with anywhere.active(torch.randn(1, meta.d_model)):
             with pytest.raises(NLAConfigError, match="exactly once"):
                 av.model(input_ids=bad.unsqueeze(0))
-    assert av.prompt_ids.numel() == n
+    with av.injector.active(torch.randn(1, meta.d_model)):
+        with pytest.raises(NLAConfigError, match="missing at position"):
+            av.model(input_ids=missing.unsqueeze(0))
+
+
+def test_a_response_repeating_the_injection_token_is_not_injected_again(av, meta):
+    acts = torch.randn(1, meta.d_model)
+    ids = torch.tensor([[meta.injection_token_id, 20, 21]])
+    mask = torch.ones_like(ids)
+    logp = av.response_logprobs(acts, ids, mask)
+    assert torch.isfinite(logp).all()
+    torch.manual_seed(0)
+    rollout = av.sample(acts.expand(8, -1), max_new_tokens=10)
+    assert not (rollout.response_ids == meta.injection_token_id).any()
 
 
 def test_prompt_check_catches_wrong_neighbours(toy_tokenizer, meta):

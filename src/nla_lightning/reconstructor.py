@@ -114,20 +114,27 @@ class ActivationReconstructor(nn.Module):
         self.meta.save(directory, kind="nla_model", role="ar")
         return directory
 
-    def encode(self, explanations: Sequence[str]) -> list[list[int]]:
+    def encode(
+        self, explanations: Sequence[str], overflow: str = "raise"
+    ) -> list[list[int] | None]:
         """Token ids of the AR inputs. The fixed suffix is appended as ids so the token the head
-        reads never depends on how the explanation's last characters merge."""
+        reads never depends on how the explanation's last characters merge. An input over the
+        context limit raises (overflow="raise", for data) or becomes None ("none", for RL)."""
         texts = [self._prefix + e for e in explanations]
         bodies = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         suffix = list(self.meta.critic_suffix_ids)
-        rows = [ids + suffix for ids in bodies]
+        rows: list[list[int] | None] = [ids + suffix for ids in bodies]
         for i, row in enumerate(rows):
-            if len(row) > self.max_input_tokens:
-                raise NLAConfigError(
-                    f"explanation {i} makes an AR input of {len(row)} tokens, over the AR's limit "
-                    f"of {self.max_input_tokens}: shorten the explanation (cap the AV's response "
-                    "length) or raise the AR's max_input_tokens"
-                )
+            if len(row) <= self.max_input_tokens:
+                continue
+            if overflow == "none":
+                rows[i] = None
+                continue
+            raise NLAConfigError(
+                f"explanation {i} makes an AR input of {len(row)} tokens, over the AR's limit "
+                f"of {self.max_input_tokens}: shorten the explanation (cap the AV's response "
+                "length) or raise the AR's max_input_tokens"
+            )
         return rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

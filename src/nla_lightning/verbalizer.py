@@ -67,26 +67,36 @@ class EmbeddingInjector:
     the (normalised, scaled) activation of its row. Decode steps (one new token, KV cache) are
     left alone, so injection happens in the prefill only."""
 
-    def __init__(self, model: nn.Module, meta: NLAMeta) -> None:
+    def __init__(self, model: nn.Module, meta: NLAMeta, position: int | None = None) -> None:
         self.meta = meta
         self.embedding = model.get_input_embeddings()
         self.vectors: torch.Tensor | None = None
+        self.position = position
 
     def __call__(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         input_ids = args[0]
         if self.vectors is None or input_ids.shape[1] == 1:
             return output
+        if self.vectors.shape[0] != input_ids.shape[0]:
+            raise NLAConfigError(
+                f"{self.vectors.shape[0]} activations were given for {input_ids.shape[0]} prompts"
+            )
         mask = input_ids == self.meta.injection_token_id
+        if self.position is not None:
+            # A fixed prompt: inject at its position only, even if a response repeats the token.
+            if not mask[:, self.position].all():
+                raise NLAConfigError(
+                    f"the injection token {self.meta.injection_char!r} is missing at position "
+                    f"{self.position} of the AV prompt"
+                )
+            mask = torch.zeros_like(mask)
+            mask[:, self.position] = True
         counts = mask.sum(dim=1)
         if not torch.equal(counts, torch.ones_like(counts)):
             bad = (counts != 1).nonzero().flatten()[:5].tolist()
             raise NLAConfigError(
                 f"injection token {self.meta.injection_char!r} must appear exactly once per "
                 f"row; rows {bad} hold it {counts[bad].tolist()} times"
-            )
-        if self.vectors.shape[0] != input_ids.shape[0]:
-            raise NLAConfigError(
-                f"{self.vectors.shape[0]} activations were given for {input_ids.shape[0]} prompts"
             )
         pos = mask.int().argmax(dim=1, keepdim=True)
         left = input_ids.gather(1, (pos - 1).clamp_min(0))
@@ -140,10 +150,9 @@ class ActivationVerbalizer(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
-        self.injector = EmbeddingInjector(model, meta)
-        self.register_buffer(
-            "prompt_ids", torch.tensor(av_prompt_ids(tokenizer, meta)), persistent=False
-        )
+        prompt = av_prompt_ids(tokenizer, meta)
+        self.register_buffer("prompt_ids", torch.tensor(prompt), persistent=False)
+        self.injector = EmbeddingInjector(model, meta, prompt.index(meta.injection_token_id))
 
     @property
     def pad_id(self) -> int:
@@ -199,6 +208,8 @@ class ActivationVerbalizer(nn.Module):
                 max_new_tokens=max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=self.pad_id,
+                # The injection character means "vector here"; the AV must never write it.
+                suppress_tokens=[self.meta.injection_token_id],
                 use_cache=True,
             )
         response = out[:, prompt.shape[1] :]

@@ -1,0 +1,57 @@
+"""Checkpoints that are whole or absent: written to a temporary name, then renamed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """A kill during writing leaves the previous checkpoint, never a torn one that loads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def replace_directory(write: Any, directory: Path) -> Path:
+    """Call write(tmp_dir) and swap the result in place of `directory` (exports of AV/AR)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+class RLCheckpoint(L.Callback):
+    """Every `every` RL steps: a Lightning checkpoint (both models, both optimisers and
+    schedulers, step counter) as `step-N.ckpt` and `last.ckpt`, and optional NLA exports."""
+
+    def __init__(self, dirpath: str | Path, every: int, export_dir: str | Path | None = None):
+        self.dirpath = Path(dirpath)
+        self.every = every
+        self.export_dir = Path(export_dir) if export_dir else None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
+        step = module.steps_done
+        if not self.every or step == 0 or step % self.every or step == getattr(self, "_last", -1):
+            return
+        self._last = step
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.dirpath / f"step-{step}.ckpt")
+        trainer.save_checkpoint(self.dirpath / "last.ckpt")
+        if self.export_dir is not None and trainer.is_global_zero:
+            module.export(self.export_dir / f"step-{step}")
