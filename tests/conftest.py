@@ -93,6 +93,12 @@ TINY_RUN = [
     "stage.av_sft.max_steps=4",
     "stage.ar_sft.max_steps=4",
     "stage.av_sft.max_new_tokens=8",
+    "stage.rl.steps=2",
+    "stage.rl.batch_size=2",
+    "stage.rl.group_size=2",
+    "stage.rl.max_new_tokens=8",
+    "stage.rl.eval_rows=8",
+    "stage.rl.checkpoint_every=1",
     "trainer.enable_progress_bar=false",
 ]
 

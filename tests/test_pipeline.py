@@ -44,6 +44,32 @@ def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
         assert (out / "data" / f"{part}.parquet").exists()
         assert (out / "data" / f"{part}.parquet.nla_meta.yaml").exists()
     assert (out / "logs" / "av_sft" / "metrics.csv").exists()
+    rl = stages["rl"]
+    assert rl["steps"] == 2
+    for key in ("fve_start", "fve", "fve_shuffled"):
+        assert isinstance(rl[key], float)
+    assert (out / "rl_checkpoints" / "last.ckpt").exists()
+    assert (out / "checkpoints" / "rl" / "ar" / "value_head.safetensors").exists()
+    metrics = (out / "logs" / "rl" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("rl/fve", "rl/reward", "rl/kl", "rl/clip_fraction", "time/rollout_s"):
+        assert column in metrics
+
+
+def test_rl_stage_resumes_from_a_previous_run(tiny_run, tmp_path):
+    _, previous = tiny_run
+    cfg = plain(
+        [*TINY_RUN, "stage=rl", f"stage.rl.from_run={previous}", "stage.rl.steps=3",
+         f"ckpt_path={previous / 'rl_checkpoints' / 'step-2.ckpt'}"],
+        tmp_path,
+    )
+    summary = run(cfg)
+    assert summary["stages"]["rl"]["steps"] == 3
+    assert "av_sft" not in summary["stages"]
+
+
+def test_rl_stage_without_a_warm_start_says_what_to_pass(tmp_path):
+    with pytest.raises(NLAConfigError, match="stage.rl.from_run"):
+        run(plain([*TINY_RUN, "stage=rl"], tmp_path))
 
 
 def test_exported_checkpoints_reload_and_work(tiny_run):

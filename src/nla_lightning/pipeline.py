@@ -27,11 +27,11 @@ from nla_lightning.models import load_causal_lm
 from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.target import Target, build_toy_target, check_layer, load_hub_target
-from nla_lightning.training import device_of, loader, make_trainer
+from nla_lightning.training import device_of, loader, make_logger, make_trainer
 from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses
 
 TOY_ACTOR_TEMPLATE = "Explain the vector <concept>{injection_char}</concept> ."
-STAGES = ("av_sft", "ar_sft")
+STAGES = ("av_sft", "ar_sft", "rl")
 
 
 def templates(name: str) -> tuple[str, str]:
@@ -48,15 +48,6 @@ def injection_scale_for(model: torch.nn.Module, setting: float | str) -> float:
         return float(setting)
     weight = model.get_input_embeddings().weight.detach().float()
     return float(weight.norm(dim=-1).median())
-
-
-def _logger(cfg: dict[str, Any], out_dir: Path, version: str) -> Any:
-    from hydra.utils import instantiate
-
-    logger_cfg = cfg.get("logger")
-    if not logger_cfg:
-        return None
-    return instantiate({**logger_cfg, "save_dir": str(out_dir)}, version=version)
 
 
 def prepare_target(cfg: dict[str, Any], out_dir: Path) -> tuple[Target, list]:
@@ -82,7 +73,7 @@ def prepare_target(cfg: dict[str, Any], out_dir: Path) -> tuple[Target, list]:
             [d.text for d in corpus],
             out_dir,
             cfg["trainer"],
-            _logger(cfg, out_dir, "target"),
+            make_logger(cfg, out_dir, "target"),
             cfg["seed"],
         )
     elif model_cfg["source"] == "hub":
@@ -162,7 +153,7 @@ def train_av(
         max_steps=hp["max_steps"],
     )
     trainer = make_trainer(
-        cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "av_sft")
+        cfg["trainer"], hp["max_steps"], out_dir, make_logger(cfg, out_dir, "av_sft")
     )
     trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
@@ -221,7 +212,7 @@ def train_ar(
         max_steps=hp["max_steps"],
     )
     trainer = make_trainer(
-        cfg["trainer"], hp["max_steps"], out_dir, _logger(cfg, out_dir, "ar_sft")
+        cfg["trainer"], hp["max_steps"], out_dir, make_logger(cfg, out_dir, "ar_sft")
     )
     trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
@@ -253,29 +244,51 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise NLAConfigError(f"unknown stages {unknown}: choose from {list(STAGES)}")
 
-    target, documents = prepare_target(cfg, out_dir)
-    meta, paths = prepare_data(cfg, target, documents, out_dir)
-    summary: dict[str, Any] = {
-        "model": target.name,
-        "layer": meta.layer,
-        "d_model": meta.d_model,
-        "seed": cfg["seed"],
-        "stages": {"target": target.report} if target.report else {},
-        "data": {name: str(path) for name, path in paths.items()},
-    }
+    summary: dict[str, Any] = {"seed": cfg["seed"], "stages": {}}
+    if stages == ["rl"]:
+        meta, paths, source = _previous_run(cfg)
+    else:
+        target, documents = prepare_target(cfg, out_dir)
+        meta, paths = prepare_data(cfg, target, documents, out_dir)
+        source = out_dir
+        if target.report:
+            summary["stages"]["target"] = target.report
+    summary.update({"model": meta.base_model, "layer": meta.layer, "d_model": meta.d_model})
+    summary["data"] = {name: str(path) for name, path in paths.items()}
     if "av_sft" in stages:
         summary["stages"]["av_sft"] = train_av(cfg, target, meta, paths, out_dir)
     if "ar_sft" in stages:
         summary["stages"]["ar_sft"] = train_ar(cfg, target, meta, paths, out_dir)
+    if "rl" in stages:
+        from nla_lightning.rl_stage import train_rl
+
+        warm = source / "checkpoints"
+        summary["stages"]["rl"] = train_rl(cfg, meta, warm / "av", warm / "ar", paths, out_dir)
     summary["checkpoints"] = {
-        role: str(out_dir / "checkpoints" / role)
-        for role in ("av", "ar")
-        if (out_dir / "checkpoints" / role).exists()
+        name: str(out_dir / "checkpoints" / name)
+        for name in ("av", "ar", "rl/av", "rl/ar")
+        if (out_dir / "checkpoints" / name).exists()
     }
     summary["wall_s"] = round(time.time() - started, 1)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(human_summary(summary, out_dir))
     return summary
+
+
+def _previous_run(cfg: dict[str, Any]) -> tuple[NLAMeta, dict[str, Path], Path]:
+    """stage=rl alone: the warm start and data of an earlier run (stage.rl.from_run)."""
+    source = cfg["stage"]["rl"].get("from_run")
+    if not source:
+        raise NLAConfigError(
+            "stage=rl starts from a warm start: pass stage.rl.from_run=<a run dir holding "
+            "checkpoints/av, checkpoints/ar and data/>, or run the default stage=all"
+        )
+    source = Path(source)
+    paths = {name: source / "data" / f"{name}.parquet" for name in ("rl", "eval")}
+    missing = [str(p) for p in [source / "checkpoints" / "av", *paths.values()] if not p.exists()]
+    if missing:
+        raise NLAConfigError(f"{source} is not a finished warm-start run: missing {missing}")
+    return NLAMeta.load(source / "checkpoints" / "av"), paths, source
 
 
 def human_summary(summary: dict[str, Any], out_dir: Path) -> str:
@@ -304,6 +317,13 @@ def human_summary(summary: dict[str, Any], out_dir: Path) -> str:
         lines.append(
             f"  AR SFT   held-out FVE {r['fve']:.3f}  (shuffled {r['fve_shuffled']:.3f}, "
             f"mean {r['fve_mean_baseline']:.3f})"
+        )
+    if "rl" in stages:
+        r = stages["rl"]
+        lines.append(
+            f"  RL       {r['steps']} steps: held-out FVE of AR(AV(h)) {r['fve_start']:.3f} -> "
+            f"{r['fve']:.3f}  (shuffled control {r['fve_shuffled_start']:.3f} -> "
+            f"{r['fve_shuffled']:.3f})"
         )
     lines.append(f"  outputs  {out_dir}")
     return "\n".join(lines)

@@ -47,6 +47,16 @@ def loader(
     )
 
 
+def make_logger(cfg: dict[str, Any], out_dir: str | Path, version: str) -> Any:
+    """The configured Lightning logger for one stage (None when logger=none)."""
+    from hydra.utils import instantiate
+
+    logger_cfg = cfg.get("logger")
+    if not logger_cfg:
+        return None
+    return instantiate({**logger_cfg, "save_dir": str(out_dir)}, version=version)
+
+
 def device_of(trainer_cfg: dict[str, Any]) -> str:
     """The device for work done outside a Trainer (extraction, sampling)."""
     accelerator = str(trainer_cfg.get("accelerator", "cpu"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -233,17 +234,28 @@ class ActivationVerbalizer(nn.Module):
         quantize_4bit: bool = False,
     ) -> ActivationVerbalizer:
         """Load an AV directory (HF causal LM + nla_meta.yaml), checking it against its meta."""
+        from nla_lightning.lora import is_adapter_dir
         from nla_lightning.models import load_causal_lm, load_tokenizer
 
         meta = NLAMeta.load(directory)
         tokenizer = load_tokenizer(str(directory))
+        if is_adapter_dir(directory):
+            # A LoRA-trained AV: the adapter on top of the base it was trained from.
+            from peft import PeftModel
+
+            config = json.loads((Path(directory) / "adapter_config.json").read_text())
+            base = load_causal_lm(
+                config["base_model_name_or_path"], dtype, quantize_4bit=quantize_4bit, device=device
+            )
+            return cls(PeftModel.from_pretrained(base, str(directory)), tokenizer, meta)
         model = load_causal_lm(
             str(directory), dtype=dtype, quantize_4bit=quantize_4bit, device=device
         )
         return cls(model, tokenizer, meta)
 
     def save(self, directory: str | Path) -> Path:
-        """Official AV layout: an HF causal-LM directory plus nla_meta.yaml."""
+        """Official AV layout: an HF causal-LM directory plus nla_meta.yaml (with LoRA: the
+        adapter directory, which names its base)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)

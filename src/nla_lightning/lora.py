@@ -1,0 +1,49 @@
+"""LoRA / QLoRA adapters through peft, as a config option for the AV and the AR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from nla_lightning.errors import NLAConfigError
+
+TRAIN_MODES = ("full", "lora", "qlora")
+
+
+def add_lora(
+    model: nn.Module, rank: int = 16, alpha: int = 32, dropout: float = 0.0, causal_lm: bool = True
+) -> Any:
+    """Wrap `model` with trainable LoRA adapters on every linear projection of its blocks."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        # Norms and the embedding stay in full precision; inputs get gradients for checkpointing.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        task_type="CAUSAL_LM" if causal_lm else "FEATURE_EXTRACTION",
+    )
+    return get_peft_model(model, config)
+
+
+def check_mode(mode: str, role: str) -> None:
+    if mode not in TRAIN_MODES:
+        raise NLAConfigError(f"unknown {role}_mode {mode!r}: choose one of {list(TRAIN_MODES)}")
+
+
+def is_adapter_dir(path: Any) -> bool:
+    from pathlib import Path
+
+    return (Path(path) / "adapter_config.json").exists()

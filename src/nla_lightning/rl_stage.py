@@ -1,0 +1,135 @@
+"""The RL stage as the pipeline runs it: load the warm start, train jointly, evaluate, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from nla_lightning.checkpointing import AtomicCheckpointIO, RLCheckpoint
+from nla_lightning.data.store import read_activations
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.evaluation import evaluate_nla
+from nla_lightning.lora import add_lora, check_mode
+from nla_lightning.memory import estimate_memory
+from nla_lightning.meta import NLAMeta
+from nla_lightning.models import load_config
+from nla_lightning.modules.rl import NLARLModule, ReferencePolicy, RLHyperparams
+from nla_lightning.reconstructor import ActivationReconstructor
+from nla_lightning.training import device_of, make_logger
+from nla_lightning.verbalizer import ActivationVerbalizer
+
+
+def rl_hyperparams(rl_cfg: dict[str, Any], seed: int) -> RLHyperparams:
+    names = {f.name for f in dataclasses.fields(RLHyperparams)}
+    return RLHyperparams(**{k: v for k, v in rl_cfg.items() if k in names}, seed=seed)
+
+
+def memory_report(base_model: str, meta: NLAMeta, train: dict[str, Any], hp: RLHyperparams):
+    """The per-component GPU memory estimate printed before anything big is loaded."""
+    config = load_config(base_model)
+    estimate = estimate_memory(
+        config,
+        meta.layer,
+        av_mode=train["av_mode"],
+        ar_mode="full",
+        reference=train["reference"],
+        dtype_bytes=2 if train["dtype"] in ("bfloat16", "float16") else 4,
+        lora_rank=train["lora_rank"],
+        micro_batch=hp.av_micro_batch or hp.batch_size * hp.group_size,
+        seq_len=hp.max_new_tokens + 128,
+        rollout_batch=hp.batch_size * hp.group_size,
+        gradient_checkpointing=train["gradient_checkpointing"],
+    )
+    print(f"\nEstimated GPU memory for RL at layer {meta.layer}:\n{estimate.table()}")
+    return estimate
+
+
+def build_av(av_dir: Path, train: dict[str, Any], device: str) -> tuple[ActivationVerbalizer, Any]:
+    """The trainable AV (full, LoRA or QLoRA) and its frozen reference."""
+    check_mode(train["av_mode"], "av")
+    mode, reference = train["av_mode"], train["reference"]
+    av = ActivationVerbalizer.load(
+        av_dir, dtype=train["dtype"], device=device, quantize_4bit=mode == "qlora"
+    )
+    if mode != "full":
+        av.model = add_lora(av.model, rank=train["lora_rank"], alpha=2 * train["lora_rank"])
+    elif reference == "adapter":
+        raise NLAConfigError(
+            "reference=adapter needs a LoRA-trained AV (model.train.av_mode=lora or qlora): a "
+            "fully fine-tuned AV has no frozen base to fall back on"
+        )
+    if train["gradient_checkpointing"]:
+        # Non-reentrant: works when the (frozen) embedding output needs no gradient.
+        av.model.gradient_checkpointing_enable({"use_reentrant": False})
+    frozen = None
+    if reference == "quantized_4bit":
+        frozen = ActivationVerbalizer.load(
+            av_dir, dtype=train["dtype"], device=device, quantize_4bit=True
+        )
+    return av, ReferencePolicy(reference, frozen)
+
+
+def train_rl(
+    cfg: dict[str, Any],
+    meta: NLAMeta,
+    av_dir: Path,
+    ar_dir: Path,
+    paths: dict[str, Path],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Joint RL from a warm start; returns held-out FVE before and after, and the control."""
+    started = time.time()
+    rl_cfg, train = cfg["stage"]["rl"], cfg["model"]["train"]
+    hp = rl_hyperparams(rl_cfg, cfg["seed"])
+    device = device_of(cfg["trainer"])
+    if train["estimate_memory"]:
+        memory_report(str(av_dir), meta, train, hp)
+    av, reference = build_av(av_dir, train, device)
+    ar = ActivationReconstructor.load(ar_dir, dtype=train["dtype"], device=device)
+    rl_data = read_activations(paths["rl"], expect=meta)
+    held_out = read_activations(paths["eval"], expect=meta).activations[: rl_cfg["eval_rows"]]
+    evaluate = lambda: evaluate_nla(  # noqa: E731
+        av, ar, held_out, max_new_tokens=hp.max_new_tokens, seed=cfg["seed"]
+    )
+    before = evaluate()
+    module = NLARLModule(av, ar, rl_data.activations, hp, reference)
+    logger = make_logger(cfg, out_dir, "rl") or False
+    options = {k: v for k, v in cfg["trainer"].items() if k not in ("gradient_clip_val",)}
+    trainer = L.Trainer(
+        max_epochs=-1,
+        logger=logger,
+        callbacks=[
+            RLCheckpoint(
+                out_dir / "rl_checkpoints",
+                rl_cfg["checkpoint_every"],
+                out_dir / "rl_exports" if rl_cfg["export_every_checkpoint"] else None,
+            )
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir),
+        **options,
+    )
+    trainer.fit(module, ckpt_path=cfg.get("ckpt_path"))
+    after = evaluate()
+    exports = module.export(out_dir / "checkpoints" / "rl")
+    examples_path = out_dir / "rl_examples.jsonl"
+    examples_path.write_text("".join(json.dumps(e) + "\n" for e in module.examples))
+    return {
+        "fve_start": before["fve"],
+        "fve_shuffled_start": before["fve_shuffled"],
+        "fve": after["fve"],
+        "fve_shuffled": after["fve_shuffled"],
+        "failure_rate": after["failure_rate"],
+        "response_length": after["response_length"],
+        "steps": module.steps_done,
+        "eval_rows": len(held_out),
+        "checkpoints": {k: str(v) for k, v in exports.items()},
+        "wall_s": round(time.time() - started, 1),
+    }
