@@ -50,6 +50,7 @@ def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
         assert isinstance(rl[key], float)
     assert (out / "rl_checkpoints" / "last.ckpt").exists()
     assert (out / "checkpoints" / "rl" / "ar" / "value_head.safetensors").exists()
+    assert "explanation" in (out / "logs" / "rl" / "examples.csv").read_text()
     metrics = (out / "logs" / "rl" / "metrics.csv").read_text().splitlines()[0]
     for column in ("rl/fve", "rl/reward", "rl/kl", "rl/clip_fraction", "time/rollout_s"):
         assert column in metrics
@@ -58,8 +59,13 @@ def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
 def test_rl_stage_resumes_from_a_previous_run(tiny_run, tmp_path):
     _, previous = tiny_run
     cfg = plain(
-        [*TINY_RUN, "stage=rl", f"stage.rl.from_run={previous}", "stage.rl.steps=3",
-         f"ckpt_path={previous / 'rl_checkpoints' / 'step-2.ckpt'}"],
+        [
+            *TINY_RUN,
+            "stage=rl",
+            f"stage.rl.from_run={previous}",
+            "stage.rl.steps=3",
+            f"ckpt_path={previous / 'rl_checkpoints' / 'step-2.ckpt'}",
+        ],
         tmp_path,
     )
     summary = run(cfg)

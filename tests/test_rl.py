@@ -82,3 +82,76 @@ def test_resume_is_bit_exact(warm_nla, colour_mapping, tmp_path):
             strict=True,
         )
     )
+
+
+def test_ar_update_never_reaches_the_av(warm_nla, colour_mapping):
+    module = make_module(warm_nla, colour_mapping)
+    activations = colour_mapping[0][:4]
+    rollout = module.av.sample(activations, max_new_tokens=12)
+    rows = module._ar_rows(rollout.explanations)
+    index = [i for i, r in enumerate(rows) if r is not None]
+    assert index
+    loss = module.ar_loss([rows[i] for i in index], activations[index])
+    av_params, ar_params = list(module.av.parameters()), list(module.ar.parameters())
+    grads = torch.autograd.grad(loss, av_params + ar_params, allow_unused=True)
+    assert all(g is None for g in grads[: len(av_params)])
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[len(av_params) :])
+
+
+def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(warm_nla, colour_mapping):
+    module = make_module(warm_nla, colour_mapping, max_bad_steps=2)
+    with torch.no_grad():
+        module.ar.head.weight.fill_(float("nan"))  # a broken AR: every reward is NaN
+    av_before = [p.detach().clone() for p in module.av.parameters()]
+    with pytest.warns(UserWarning, match="update skipped"):
+        with pytest.raises(RuntimeError, match="2 RL steps in a row"):
+            L.Trainer(**TRAINER).fit(module)
+    assert all(torch.equal(a, p) for a, p in zip(av_before, module.av.parameters(), strict=True))
+
+
+def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path):
+    from nla_lightning.checkpointing import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    class Dying(AtomicCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            def torn_save(obj, f, *args, **kwargs):
+                f.write(b"half a checkpoint")
+                raise KeyboardInterrupt  # the process is killed mid-write
+
+            original = torch.save
+            torch.save = torn_save
+            try:
+                super().save_checkpoint(checkpoint, path, storage_options)
+            finally:
+                torch.save = original
+
+    with pytest.raises(KeyboardInterrupt):
+        Dying().save_checkpoint({"step": 2}, path)
+    assert io.load_checkpoint(path)["step"] == 1
+
+
+class ParameterChecksum(L.Callback):
+    """Each rank writes a checksum of its weights when training ends."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def on_train_end(self, trainer, module):
+        total = sum(float(p.double().sum()) for p in module.parameters())
+        (self.directory / f"rank{trainer.global_rank}.txt").write_text(repr(total))
+
+
+def test_two_process_ddp_keeps_ranks_identical(warm_nla, colour_mapping, tmp_path):
+    module = make_module(warm_nla, colour_mapping)
+    initial = sum(float(p.double().sum()) for p in module.parameters())
+    options = {**TRAINER, "devices": 2, "strategy": "ddp_spawn"}
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    L.Trainer(callbacks=[ParameterChecksum(tmp_path)], **options).fit(module)
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    assert rank0 == rank1  # each rank sampled its own rollouts, yet gradients were averaged
+    assert float(rank0) != initial
+    assert module.steps_done == 4  # the weights and the step count came back to this process

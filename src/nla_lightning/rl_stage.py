@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +96,9 @@ def train_rl(
         av, ar, held_out, max_new_tokens=hp.max_new_tokens, seed=cfg["seed"]
     )
     before = evaluate()
-    module = NLARLModule(av, ar, rl_data.activations, hp, reference)
+    module = NLARLModule(
+        av, ar, rl_data.activations, hp, reference, examples_path=out_dir / "rl_examples.jsonl"
+    )
     logger = make_logger(cfg, out_dir, "rl") or False
     options = {k: v for k, v in cfg["trainer"].items() if k not in ("gradient_clip_val",)}
     trainer = L.Trainer(
@@ -119,8 +120,6 @@ def train_rl(
     trainer.fit(module, ckpt_path=cfg.get("ckpt_path"))
     after = evaluate()
     exports = module.export(out_dir / "checkpoints" / "rl")
-    examples_path = out_dir / "rl_examples.jsonl"
-    examples_path.write_text("".join(json.dumps(e) + "\n" for e in module.examples))
     return {
         "fve_start": before["fve"],
         "fve_shuffled_start": before["fve_shuffled"],

@@ -22,6 +22,10 @@ def make_trainer(
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
+    if str(options.get("strategy", "")).endswith("spawn"):
+        # Spawned ranks receive the module through shared memory; file descriptors of empty
+        # storages fail to map in some containers, files always work.
+        torch.multiprocessing.set_sharing_strategy("file_system")
     return L.Trainer(
         max_steps=max_steps,
         max_epochs=-1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,7 +22,9 @@ from torch.utils.data import IterableDataset
 
 from nla_lightning.activations import normalise, normalised_mse
 from nla_lightning.checkpointing import replace_directory
+from nla_lightning.distributed import GradientSync
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.example_log import log_examples
 from nla_lightning.grpo import (
     finite_or_none,
     group_advantages,
@@ -127,9 +130,11 @@ class NLARLModule(L.LightningModule):
         activations: torch.Tensor,
         hp: RLHyperparams,
         reference: ReferencePolicy | None = None,
+        examples_path: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.examples_path = examples_path
         self.av = av
         self.ar = ar
         self.hp = hp
@@ -141,10 +146,36 @@ class NLARLModule(L.LightningModule):
         normalised = normalise(activations.double(), av.meta.mse_scale)
         # Per-dimension variance of the normalised activations, for the per-step FVE.
         self.variance = float((normalised - normalised.mean(0)).pow(2).mean())
-        self.steps_done = 0
+        # A buffer, so the count travels with the weights (spawned DDP ranks, checkpoints).
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.bad_steps = 0
+        self.distributed = GradientSync(None)
         self.examples: list[dict[str, Any]] = []
+        self.timings: list[dict[str, float]] = []
         self.save_hyperparameters(asdict(hp))
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.step_count)
+
+    @steps_done.setter
+    def steps_done(self, value: int) -> None:
+        self.step_count.fill_(value)
+
+    def on_fit_start(self) -> None:
+        # from_pretrained returns eval-mode models; the policy and AR train (the reference not).
+        self.train()
+
+    def on_train_start(self) -> None:
+        # By now the strategy has wrapped the module (DDP) and the process group exists.
+        self.distributed = GradientSync(self.trainer.strategy)
+
+    def on_fit_end(self) -> None:
+        # Written by rank 0 itself: with spawned ranks the main process never sees the list.
+        if self.examples_path and self.global_rank == 0:
+            Path(self.examples_path).write_text(
+                "".join(json.dumps(e) + "\n" for e in self.examples)
+            )
 
     # ---- data ---------------------------------------------------------------------------
     def train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -168,6 +199,7 @@ class NLARLModule(L.LightningModule):
             return
         # Sampling depends only on (seed, step, rank): resuming replays the same rollouts.
         torch.manual_seed(_seed_for(self.hp.seed, "step", step, self.global_rank))
+        self.distributed.begin_step()
         av_opt, ar_opt = self.optimizers()
         activations = self.activations[self.batch_rows(step)].to(self.device)
         times = {"start": time.perf_counter()}
@@ -228,36 +260,46 @@ class NLARLModule(L.LightningModule):
         ids, mask = pad_right(rows, self.ar.tokenizer.pad_token_id)
         return self.ar(ids.to(self.device), mask.to(self.device))
 
+    def ar_loss(self, rows: list[list[int]], targets: torch.Tensor) -> torch.Tensor:
+        """Mean normalised MSE of the AR on (explanation ids -> activation). The ids are plain
+        integers from the rollout, so no gradient can flow back into the AV."""
+        predicted = self._ar_forward(rows)
+        return normalised_mse(predicted, targets, self.ar.meta.mse_scale).mean()
+
     def update_ar(
         self, rows: list[list[int] | None], activations: torch.Tensor, optimizer: Any
     ) -> float | None:
         """(ii) One regression step on the valid explanations; never reaches the AV."""
         index = [i for i, row in enumerate(rows) if row is not None]
-        if not index:
-            return None
-        targets = activations.repeat_interleave(self.hp.group_size, dim=0)[index]
-        rows = [rows[i] for i in index]
-        chunk = self.hp.ar_micro_batch or len(rows)
         optimizer.zero_grad()
-        total = 0.0
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            predicted = self._ar_forward(part)
-            loss = normalised_mse(predicted, targets[start : start + chunk], self.ar.meta.mse_scale)
-            loss = loss.sum() / len(rows)
-            if not finite_or_none(loss):
-                return self._skip("AR loss", optimizer)
-            self.manual_backward(loss)
-            total += float(loss.detach())
+        total, finite = 0.0, True
+        if index:
+            targets = activations.repeat_interleave(self.hp.group_size, dim=0)[index]
+            rows = [rows[i] for i in index]
+            chunk = self.hp.ar_micro_batch or len(rows)
+            for start in range(0, len(rows), chunk):
+                loss = self.ar_loss(rows[start : start + chunk], targets[start : start + chunk])
+                loss = loss * (len(rows[start : start + chunk]) / len(rows))
+                if not finite_or_none(loss):
+                    finite = False
+                    break
+                self.manual_backward(loss)
+                total += float(loss.detach())
+        # Every rank takes the same decision, so the collective gradient sync never deadlocks.
+        if not self.distributed.all_true(finite):
+            return self._skip("AR loss", optimizer)
+        if not self.distributed.any_true(bool(index)):
+            return None
+        self.distributed.average_gradients(self.ar.parameters())
         optimizer.step()
         self.lr_schedulers()[1].step()
-        return total
+        return total if index else None
 
     def update_av(
         self, rollout: Rollout, activations: torch.Tensor, rewards: torch.Tensor, optimizer: Any
     ) -> dict[str, float] | None:
         """(iii) GRPO step(s) on the AV with the clipped ratio and k3 KL to the reference."""
-        if not finite_or_none(rewards):
+        if not self.distributed.all_true(finite_or_none(rewards)):
             self._skip("reward", optimizer)
             return None
         advantages = group_advantages(rewards, self.hp.group_size, self.hp.scale_by_std)
@@ -294,12 +336,13 @@ class NLARLModule(L.LightningModule):
                 else:
                     share = (min(part.stop, n) - part.start) / n
                 loss = out.loss * share
-                if not finite_or_none(loss):
+                if not self.distributed.all_true(finite_or_none(loss)):
                     self._skip("AV loss", optimizer)
                     return None
                 self.manual_backward(loss)
                 for key in stats:
                     stats[key] += float(getattr(out, key)) * share / self.hp.inner_epochs
+            self.distributed.average_gradients(self.av.parameters())
             optimizer.step()
         self.lr_schedulers()[0].step()
         self.bad_steps = 0
@@ -341,10 +384,14 @@ class NLARLModule(L.LightningModule):
             metrics["rl/ar_loss"] = ar_loss
         if av_stats is not None:
             metrics.update({f"rl/{k}": v for k, v in av_stats.items()})
+        self.timings.append(
+            {k: v for k, v in metrics.items() if k.startswith("time/")}
+            | {"samples": len(rewards), "tokens": n_tokens}
+        )
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=len(rewards))
         self.log("fve", metrics["rl/fve"], prog_bar=True, logger=False)
         if self.hp.examples_every and step % self.hp.examples_every == 0:
-            self.examples.extend(
+            rows = [
                 {
                     "step": step,
                     "explanation": rollout.explanations[i] or rollout.texts[i],
@@ -352,7 +399,10 @@ class NLARLModule(L.LightningModule):
                     "mse": float(mse[i]),
                 }
                 for i in range(0, len(rewards), g)
-            )
+            ]
+            self.examples.extend(rows)
+            if self.global_rank == 0:
+                log_examples(self.logger, rows, step)
 
     def export(self, directory: str | Path) -> dict[str, Path]:
         """AV and AR in the official layout (each written whole, then swapped in)."""
@@ -378,11 +428,10 @@ class NLARLModule(L.LightningModule):
         return [av_opt, ar_opt], schedules
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["nla_rl"] = {"steps_done": self.steps_done, "bad_steps": self.bad_steps}
+        checkpoint["nla_rl"] = {"bad_steps": self.bad_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("nla_rl")
         if state is None:
             raise NLAConfigError("this checkpoint was not written by the RL stage")
-        self.steps_done = state["steps_done"]
         self.bad_steps = state["bad_steps"]
