@@ -155,3 +155,44 @@ def test_two_process_ddp_keeps_ranks_identical(warm_nla, colour_mapping, tmp_pat
     assert rank0 == rank1  # each rank sampled its own rollouts, yet gradients were averaged
     assert float(rank0) != initial
     assert module.steps_done == 4  # the weights and the step count came back to this process
+
+
+def test_lora_av_and_ar_with_the_adapter_reference(warm_nla, colour_mapping, tmp_path):
+    from nla_lightning.rl_stage import build_ar, build_av
+
+    train = {
+        "dtype": "float32",
+        "av_mode": "lora",
+        "ar_mode": "lora",
+        "reference": "adapter",
+        "lora_rank": 4,
+        "gradient_checkpointing": True,
+    }
+    av, reference = build_av(warm_nla[0], train, "cpu")
+    ar = build_ar(warm_nla[1], train, "cpu")
+    trainable = [n for n, p in [*av.named_parameters(), *ar.named_parameters()] if p.requires_grad]
+    assert trainable and all("lora_" in n or n == "head.weight" for n in trainable)
+    hp = RLHyperparams(
+        steps=2,
+        batch_size=2,
+        group_size=3,
+        max_new_tokens=6,
+        av_lr=1e-2,
+        ar_lr=1e-2,
+        warmup_steps=1,
+        beta=0.05,
+    )
+    module = NLARLModule(av, ar, colour_mapping[0][:16], hp, reference)
+    L.Trainer(**TRAINER).fit(module)
+    assert module.steps_done == 2
+    exported = module.export(tmp_path)
+    again_av = ActivationVerbalizer.load(exported["av"])
+    again_ar = ActivationReconstructor.load(exported["ar"])
+    texts = ["the colour is red .", "the colour is blue ."]
+    torch.testing.assert_close(again_ar.predict(texts), ar.eval().predict(texts))
+    ids = torch.tensor([[5, 3]])
+    acts = colour_mapping[0][:1]
+    torch.testing.assert_close(
+        again_av.response_logprobs(acts, ids, torch.ones_like(ids)),
+        av.eval().response_logprobs(acts, ids, torch.ones_like(ids)),
+    )

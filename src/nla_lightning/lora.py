@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -44,6 +45,5 @@ def check_mode(mode: str, role: str) -> None:
 
 
 def is_adapter_dir(path: Any) -> bool:
-    from pathlib import Path
-
+    """True for a checkpoint that stores LoRA adapters on top of a named base."""
     return (Path(path) / "adapter_config.json").exists()

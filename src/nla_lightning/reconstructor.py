@@ -3,6 +3,7 @@ identity-initialised d x d head reading the last token."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.lora import add_lora, is_adapter_dir
 from nla_lightning.meta import NLAMeta
 from nla_lightning.models import load_backbone
 from nla_lightning.padding import pad_right
@@ -89,9 +91,20 @@ class ActivationReconstructor(nn.Module):
                 f"{directory} has no {VALUE_HEAD_FILENAME}: it is not an AR checkpoint"
             )
         tokenizer = tokenizer or load_tokenizer(str(directory))
-        ar = cls.from_target(
-            str(directory), tokenizer, meta, dtype=dtype, device=device, quantize_4bit=quantize_4bit
+        adapter = is_adapter_dir(directory)
+        # A LoRA-trained AR stores its adapter; the backbone comes from the base it names.
+        base = (
+            json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"]
+            if adapter
+            else str(directory)
         )
+        ar = cls.from_target(
+            base, tokenizer, meta, dtype=dtype, device=device, quantize_4bit=quantize_4bit
+        )
+        if adapter:
+            from peft import PeftModel
+
+            ar.backbone = PeftModel.from_pretrained(ar.backbone, str(directory))
         try:
             weight = load_file(str(head_path))["weight"]
         except Exception as err:  # safetensors raises several types for corrupt files
@@ -103,6 +116,10 @@ class ActivationReconstructor(nn.Module):
         with torch.no_grad():
             ar.head.weight.copy_(weight)
         return ar
+
+    def enable_lora(self, rank: int = 16, alpha: int | None = None) -> None:
+        """Train LoRA adapters (and the head) instead of the whole backbone."""
+        self.backbone = add_lora(self.backbone, rank, alpha or 2 * rank, causal_lm=False)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

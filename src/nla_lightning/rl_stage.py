@@ -35,7 +35,7 @@ def memory_report(base_model: str, meta: NLAMeta, train: dict[str, Any], hp: RLH
         config,
         meta.layer,
         av_mode=train["av_mode"],
-        ar_mode="full",
+        ar_mode=train["ar_mode"],
         reference=train["reference"],
         dtype_bytes=2 if train["dtype"] in ("bfloat16", "float16") else 4,
         lora_rank=train["lora_rank"],
@@ -73,6 +73,19 @@ def build_av(av_dir: Path, train: dict[str, Any], device: str) -> tuple[Activati
     return av, ReferencePolicy(reference, frozen)
 
 
+def build_ar(ar_dir: Path, train: dict[str, Any], device: str) -> ActivationReconstructor:
+    """The trainable AR: full, LoRA, or LoRA on a 4-bit backbone (QLoRA)."""
+    check_mode(train["ar_mode"], "ar")
+    ar = ActivationReconstructor.load(
+        ar_dir, dtype=train["dtype"], device=device, quantize_4bit=train["ar_mode"] == "qlora"
+    )
+    if train["ar_mode"] != "full":
+        ar.enable_lora(train["lora_rank"])
+    if train["gradient_checkpointing"]:
+        ar.backbone.gradient_checkpointing_enable({"use_reentrant": False})
+    return ar
+
+
 def train_rl(
     cfg: dict[str, Any],
     meta: NLAMeta,
@@ -89,7 +102,7 @@ def train_rl(
     if train["estimate_memory"]:
         memory_report(str(av_dir), meta, train, hp)
     av, reference = build_av(av_dir, train, device)
-    ar = ActivationReconstructor.load(ar_dir, dtype=train["dtype"], device=device)
+    ar = build_ar(ar_dir, train, device)
     rl_data = read_activations(paths["rl"], expect=meta)
     held_out = read_activations(paths["eval"], expect=meta).activations[: rl_cfg["eval_rows"]]
     evaluate = lambda: evaluate_nla(  # noqa: E731
