@@ -124,6 +124,30 @@ def prepare_data(
     return meta, paths
 
 
+def _schedule(hp: dict[str, Any]) -> dict[str, Any]:
+    return {k: hp[k] for k in ("lr", "weight_decay", "warmup_steps", "max_steps")}
+
+
+def _fit_and_validate(
+    cfg: dict[str, Any],
+    stage: str,
+    module: L.LightningModule,
+    train: ActivationTokens,
+    held_out: ActivationTokens,
+    pad: int,
+    out_dir: Path,
+) -> tuple[float, dict[str, float]]:
+    """Fit a warm-start module, then validate it once on held-out rows."""
+    hp = cfg["stage"][stage]
+    trainer = make_trainer(
+        cfg["trainer"], hp["max_steps"], out_dir, make_logger(cfg, out_dir, stage)
+    )
+    trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
+    return train_loss, metrics
+
+
 def train_av(
     cfg: dict[str, Any], target: Target, meta: NLAMeta, paths: dict[str, Path], out_dir: Path
 ) -> dict[str, Any]:
@@ -145,19 +169,8 @@ def train_av(
         encode_responses(target.tokenizer, eval_table.columns["explanation"]),
         seed=cfg["seed"],
     )
-    module = AVSFTModule(
-        av,
-        lr=hp["lr"],
-        weight_decay=hp["weight_decay"],
-        warmup_steps=hp["warmup_steps"],
-        max_steps=hp["max_steps"],
-    )
-    trainer = make_trainer(
-        cfg["trainer"], hp["max_steps"], out_dir, make_logger(cfg, out_dir, "av_sft")
-    )
-    trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
-    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
+    module = AVSFTModule(av, **_schedule(hp))
+    train_loss, metrics = _fit_and_validate(cfg, "av_sft", module, train, held_out, pad, out_dir)
     av.save(out_dir / "checkpoints" / "av")
     with torch.no_grad():
         examples = _examples(av.eval(), eval_table, n=4, max_new_tokens=hp["max_new_tokens"])
@@ -204,19 +217,8 @@ def train_ar(
     held_out = ActivationTokens(
         eval_table.activations, ar.encode(eval_table.columns["explanation"]), seed=cfg["seed"]
     )
-    module = ARSFTModule(
-        ar,
-        lr=hp["lr"],
-        weight_decay=hp["weight_decay"],
-        warmup_steps=hp["warmup_steps"],
-        max_steps=hp["max_steps"],
-    )
-    trainer = make_trainer(
-        cfg["trainer"], hp["max_steps"], out_dir, make_logger(cfg, out_dir, "ar_sft")
-    )
-    trainer.fit(module, loader(train, hp["batch_size"], pad, shuffle=True, seed=cfg["seed"]))
-    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    metrics = trainer.validate(module, loader(held_out, hp["batch_size"], pad, shuffle=False))[0]
+    module = ARSFTModule(ar, **_schedule(hp))
+    train_loss, metrics = _fit_and_validate(cfg, "ar_sft", module, train, held_out, pad, out_dir)
     ar.save(out_dir / "checkpoints" / "ar")
     return {
         "fve": metrics["val/fve"],
