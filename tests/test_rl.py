@@ -24,17 +24,17 @@ def make_module(warm_nla, colour_mapping, reference="none", **overrides):
     torch.manual_seed(0)
     av = ActivationVerbalizer.load(av_dir)
     ar = ActivationReconstructor.load(ar_dir)
-    hp = RLHyperparams(
-        steps=4,
-        batch_size=2,
-        group_size=3,
-        max_new_tokens=6,
-        av_lr=1e-3,
-        ar_lr=1e-3,
-        warmup_steps=1,
-        beta=0.0 if reference == "none" else 0.05,
-        **overrides,
-    )
+    settings = {
+        "steps": 4,
+        "batch_size": 2,
+        "group_size": 3,
+        "max_new_tokens": 6,
+        "av_lr": 1e-3,
+        "ar_lr": 1e-3,
+        "warmup_steps": 1,
+        "beta": 0.0 if reference == "none" else 0.05,
+    }
+    hp = RLHyperparams(**{**settings, **overrides})
     frozen = None
     if reference == "quantized_4bit":
         frozen = ActivationVerbalizer.load(av_dir, quantize_4bit=True)
@@ -141,13 +141,13 @@ class ParameterChecksum(L.Callback):
         self.directory = directory
 
     def on_train_end(self, trainer, module):
-        total = sum(float(p.double().sum()) for p in module.parameters())
+        total = sum(float(p.detach().double().sum()) for p in module.parameters())
         (self.directory / f"rank{trainer.global_rank}.txt").write_text(repr(total))
 
 
 def test_two_process_ddp_keeps_ranks_identical(warm_nla, colour_mapping, tmp_path):
     module = make_module(warm_nla, colour_mapping)
-    initial = sum(float(p.double().sum()) for p in module.parameters())
+    initial = sum(float(p.detach().double().sum()) for p in module.parameters())
     options = {**TRAINER, "devices": 2, "strategy": "ddp_spawn"}
     torch.multiprocessing.set_sharing_strategy("file_system")
     L.Trainer(callbacks=[ParameterChecksum(tmp_path)], **options).fit(module)
@@ -196,3 +196,12 @@ def test_lora_av_and_ar_with_the_adapter_reference(warm_nla, colour_mapping, tmp
         again_av.response_logprobs(acts, ids, torch.ones_like(ids)),
         av.eval().response_logprobs(acts, ids, torch.ones_like(ids)),
     )
+
+
+def test_micro_batches_give_the_same_update_as_one_batch(warm_nla, colour_mapping):
+    whole = make_module(warm_nla, colour_mapping, steps=1)
+    L.Trainer(**TRAINER).fit(whole)
+    split = make_module(warm_nla, colour_mapping, steps=1, av_micro_batch=2, ar_micro_batch=4)
+    L.Trainer(**TRAINER).fit(split)
+    for a, b in zip(whole.state_dict().values(), split.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
