@@ -136,3 +136,22 @@ def test_cli_multirun_over_seeds(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     seeds = sorted(json.loads((tmp_path / d / "summary.json").read_text())["seed"] for d in "01")
     assert seeds == [1, 2]
+
+
+def test_lora_warm_start_and_rl_with_the_adapter_reference(tmp_path):
+    lora = [
+        "model.train.av_mode=lora",
+        "model.train.ar_mode=lora",
+        "model.train.reference=adapter",
+        "model.train.lora_rank=4",
+        "model.train.gradient_checkpointing=true",
+    ]
+    summary = run(plain([*TINY_RUN, *lora], tmp_path))
+    assert summary["stages"]["rl"]["steps"] == 2
+    for role in ("av", "ar"):
+        assert (tmp_path / "checkpoints" / role / "adapter_config.json").exists()
+        assert (tmp_path / "checkpoints" / "rl" / role / "adapter_config.json").exists()
+        assert not (tmp_path / "checkpoints" / "rl" / role / "reference").exists()
+    av = ActivationVerbalizer.load(tmp_path / "checkpoints" / "rl" / "av")
+    ar = ActivationReconstructor.load(tmp_path / "checkpoints" / "rl" / "ar")
+    assert ar.predict(["the colour is red ."]).shape == (1, av.meta.d_model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,25 @@ def check_mode(mode: str, role: str) -> None:
 def is_adapter_dir(path: Any) -> bool:
     """True for a checkpoint that stores LoRA adapters on top of a named base."""
     return (Path(path) / "adapter_config.json").exists()
+
+
+def weights_of(path: Any) -> str:
+    """The directory holding full weights: the adapter's base for a LoRA checkpoint."""
+    if is_adapter_dir(path):
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+        return str(config["base_model_name_or_path"])
+    return str(path)
+
+
+def save_adapter(model: Any, directory: Any) -> None:
+    """Save only the trained ("default") adapter, at the top of `directory`."""
+    model.save_pretrained(str(directory), selected_adapters=["default"])
+
+
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def gradient_checkpointing(model: Any) -> None:
+    # Non-reentrant: works when the (frozen) embedding output needs no gradient.
+    model.gradient_checkpointing_enable({"use_reentrant": False})

@@ -16,6 +16,7 @@ import torch
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.lora import add_lora, check_mode, gradient_checkpointing
 from nla_lightning.meta import (
     REFERENCE_ACTOR_TEMPLATE,
     REFERENCE_CRITIC_TEMPLATE,
@@ -154,7 +155,15 @@ def train_av(
     """AV warm start; returns held-out loss with true and with shuffled activations."""
     hp = cfg["stage"]["av_sft"]
     started = time.time()
-    model = load_causal_lm(target.path, dtype=cfg["model"]["dtype"])
+    train = cfg["model"]["train"]
+    check_mode(train["av_mode"], "av")
+    model = load_causal_lm(
+        target.path, dtype=cfg["model"]["dtype"], quantize_4bit=train["av_mode"] == "qlora"
+    )
+    if train["av_mode"] != "full":
+        model = add_lora(model, rank=train["lora_rank"], alpha=2 * train["lora_rank"])
+    if train["gradient_checkpointing"]:
+        gradient_checkpointing(model)
     av = ActivationVerbalizer(model, target.tokenizer, meta)
     train_table = read_activations(paths["av_sft"], expect=meta)
     eval_table = read_activations(paths["eval"], expect=meta)
@@ -205,9 +214,19 @@ def train_ar(
     """AR warm start; returns held-out FVE beside the shuffled and mean baselines."""
     hp = cfg["stage"]["ar_sft"]
     started = time.time()
+    train = cfg["model"]["train"]
+    check_mode(train["ar_mode"], "ar")
     ar = ActivationReconstructor.from_target(
-        target.path, target.tokenizer, meta, dtype=cfg["model"]["dtype"]
+        target.path,
+        target.tokenizer,
+        meta,
+        dtype=cfg["model"]["dtype"],
+        quantize_4bit=train["ar_mode"] == "qlora",
     )
+    if train["ar_mode"] != "full":
+        ar.enable_lora(train["lora_rank"])
+    if train["gradient_checkpointing"]:
+        gradient_checkpointing(ar.backbone)
     train_table = read_activations(paths["ar_sft"], expect=meta)
     eval_table = read_activations(paths["eval"], expect=meta)
     pad = target.tokenizer.pad_token_id

@@ -3,7 +3,6 @@ identity-initialised d x d head reading the last token."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.lora import add_lora, is_adapter_dir
+from nla_lightning.lora import add_lora, is_adapter_dir, is_peft, save_adapter, weights_of
 from nla_lightning.meta import NLAMeta
 from nla_lightning.models import load_backbone
 from nla_lightning.padding import pad_right
@@ -79,6 +78,7 @@ class ActivationReconstructor(nn.Module):
         device: str = "cpu",
         quantize_4bit: bool = False,
         tokenizer: Any = None,
+        trainable: bool = False,
     ) -> ActivationReconstructor:
         """Load the official AR layout: truncated backbone + value_head.safetensors + meta."""
         from nla_lightning.models import load_tokenizer
@@ -93,18 +93,16 @@ class ActivationReconstructor(nn.Module):
         tokenizer = tokenizer or load_tokenizer(str(directory))
         adapter = is_adapter_dir(directory)
         # A LoRA-trained AR stores its adapter; the backbone comes from the base it names.
-        base = (
-            json.loads((directory / "adapter_config.json").read_text())["base_model_name_or_path"]
-            if adapter
-            else str(directory)
-        )
+        base = weights_of(directory)
         ar = cls.from_target(
             base, tokenizer, meta, dtype=dtype, device=device, quantize_4bit=quantize_4bit
         )
         if adapter:
             from peft import PeftModel
 
-            ar.backbone = PeftModel.from_pretrained(ar.backbone, str(directory))
+            ar.backbone = PeftModel.from_pretrained(
+                ar.backbone, str(directory), is_trainable=trainable
+            )
         try:
             weight = load_file(str(head_path))["weight"]
         except Exception as err:  # safetensors raises several types for corrupt files
@@ -124,7 +122,10 @@ class ActivationReconstructor(nn.Module):
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(directory)
+        if is_peft(self.backbone):
+            save_adapter(self.backbone, directory)
+        else:
+            self.backbone.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         weight = self.head.weight.detach().to("cpu").contiguous()
         save_file({"weight": weight}, str(directory / VALUE_HEAD_FILENAME))

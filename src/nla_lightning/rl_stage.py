@@ -13,11 +13,22 @@ from nla_lightning.checkpointing import AtomicCheckpointIO, RLCheckpoint
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.evaluation import evaluate_nla
-from nla_lightning.lora import add_lora, check_mode
+from nla_lightning.lora import (
+    add_lora,
+    check_mode,
+    gradient_checkpointing,
+    is_adapter_dir,
+    weights_of,
+)
 from nla_lightning.memory import estimate_memory
 from nla_lightning.meta import NLAMeta
 from nla_lightning.models import load_config
-from nla_lightning.modules.rl import NLARLModule, ReferencePolicy, RLHyperparams
+from nla_lightning.modules.rl import (
+    REFERENCE_ADAPTER,
+    NLARLModule,
+    ReferencePolicy,
+    RLHyperparams,
+)
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.training import device_of, make_logger
 from nla_lightning.verbalizer import ActivationVerbalizer
@@ -30,7 +41,7 @@ def rl_hyperparams(rl_cfg: dict[str, Any], seed: int) -> RLHyperparams:
 
 def memory_report(base_model: str, meta: NLAMeta, train: dict[str, Any], hp: RLHyperparams):
     """The per-component GPU memory estimate printed before anything big is loaded."""
-    config = load_config(base_model)
+    config = load_config(weights_of(base_model))
     estimate = estimate_memory(
         config,
         meta.layer,
@@ -52,10 +63,23 @@ def build_av(av_dir: Path, train: dict[str, Any], device: str) -> tuple[Activati
     """The trainable AV (full, LoRA or QLoRA) and its frozen reference."""
     check_mode(train["av_mode"], "av")
     mode, reference = train["av_mode"], train["reference"]
+    lora_warm_start = is_adapter_dir(av_dir)
+    if lora_warm_start and mode == "full":
+        raise NLAConfigError(
+            f"{av_dir} is a LoRA warm start: train it with model.train.av_mode=lora or qlora"
+        )
     av = ActivationVerbalizer.load(
-        av_dir, dtype=train["dtype"], device=device, quantize_4bit=mode == "qlora"
+        av_dir,
+        dtype=train["dtype"],
+        device=device,
+        quantize_4bit=mode == "qlora",
+        trainable=True,
     )
-    if mode != "full":
+    if lora_warm_start:
+        # Keep training the warm-start adapter; a frozen copy of it is the KL reference.
+        av.model.load_adapter(str(av_dir), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        av.model.set_adapter("default")
+    elif mode != "full":
         av.model = add_lora(av.model, rank=train["lora_rank"], alpha=2 * train["lora_rank"])
     elif reference == "adapter":
         raise NLAConfigError(
@@ -63,8 +87,7 @@ def build_av(av_dir: Path, train: dict[str, Any], device: str) -> tuple[Activati
             "fully fine-tuned AV has no frozen base to fall back on"
         )
     if train["gradient_checkpointing"]:
-        # Non-reentrant: works when the (frozen) embedding output needs no gradient.
-        av.model.gradient_checkpointing_enable({"use_reentrant": False})
+        gradient_checkpointing(av.model)
     frozen = None
     if reference == "quantized_4bit":
         frozen = ActivationVerbalizer.load(
@@ -77,12 +100,16 @@ def build_ar(ar_dir: Path, train: dict[str, Any], device: str) -> ActivationReco
     """The trainable AR: full, LoRA, or LoRA on a 4-bit backbone (QLoRA)."""
     check_mode(train["ar_mode"], "ar")
     ar = ActivationReconstructor.load(
-        ar_dir, dtype=train["dtype"], device=device, quantize_4bit=train["ar_mode"] == "qlora"
+        ar_dir,
+        dtype=train["dtype"],
+        device=device,
+        quantize_4bit=train["ar_mode"] == "qlora",
+        trainable=True,
     )
-    if train["ar_mode"] != "full":
+    if train["ar_mode"] != "full" and not is_adapter_dir(ar_dir):
         ar.enable_lora(train["lora_rank"])
     if train["gradient_checkpointing"]:
-        ar.backbone.gradient_checkpointing_enable({"use_reentrant": False})
+        gradient_checkpointing(ar.backbone)
     return ar
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from torch import nn
 
 from nla_lightning.activations import check_finite, check_width, normalise
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.lora import is_peft, save_adapter
 from nla_lightning.meta import NLAMeta, render_actor_prompt
 
 _EXPLANATION = re.compile(r"<explanation>(.*?)</explanation>", re.DOTALL)
@@ -232,9 +232,11 @@ class ActivationVerbalizer(nn.Module):
         dtype: str | torch.dtype = "float32",
         device: str = "cpu",
         quantize_4bit: bool = False,
+        trainable: bool = False,
     ) -> ActivationVerbalizer:
-        """Load an AV directory (HF causal LM + nla_meta.yaml), checking it against its meta."""
-        from nla_lightning.lora import is_adapter_dir
+        """Load an AV directory (HF causal LM + nla_meta.yaml), checking it against its meta.
+        A LoRA AV loads its adapter (trainable if asked) on the base the adapter names."""
+        from nla_lightning.lora import is_adapter_dir, weights_of
         from nla_lightning.models import load_causal_lm, load_tokenizer
 
         meta = NLAMeta.load(directory)
@@ -243,11 +245,11 @@ class ActivationVerbalizer(nn.Module):
             # A LoRA-trained AV: the adapter on top of the base it was trained from.
             from peft import PeftModel
 
-            config = json.loads((Path(directory) / "adapter_config.json").read_text())
             base = load_causal_lm(
-                config["base_model_name_or_path"], dtype, quantize_4bit=quantize_4bit, device=device
+                weights_of(directory), dtype, quantize_4bit=quantize_4bit, device=device
             )
-            return cls(PeftModel.from_pretrained(base, str(directory)), tokenizer, meta)
+            model = PeftModel.from_pretrained(base, str(directory), is_trainable=trainable)
+            return cls(model, tokenizer, meta)
         model = load_causal_lm(
             str(directory), dtype=dtype, quantize_4bit=quantize_4bit, device=device
         )
@@ -258,7 +260,10 @@ class ActivationVerbalizer(nn.Module):
         adapter directory, which names its base)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
+        if is_peft(self.model):
+            save_adapter(self.model, directory)
+        else:
+            self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         self.meta.save(directory, kind="nla_model", role="av")
         return directory

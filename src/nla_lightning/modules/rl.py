@@ -62,6 +62,9 @@ class RLHyperparams:
     seed: int = 0
 
 
+REFERENCE_ADAPTER = "reference"
+
+
 class ReferencePolicy:
     """Log-probs of the frozen warm-start AV for the KL penalty.
 
@@ -95,8 +98,17 @@ class ReferencePolicy:
         if self.mode == "adapter":
             if not hasattr(av.model, "disable_adapter"):
                 raise NLAConfigError(
-                    "reference mode 'adapter' needs an AV trained with LoRA (model.peft.enabled)"
+                    "reference mode 'adapter' needs an AV trained with LoRA "
+                    "(model.train.av_mode=lora or qlora)"
                 )
+            if REFERENCE_ADAPTER in av.model.peft_config:
+                # LoRA warm start: the frozen copy of the warm-start adapter.
+                av.model.set_adapter(REFERENCE_ADAPTER)
+                try:
+                    return av.response_logprobs(activations, ids, mask)
+                finally:
+                    av.model.set_adapter("default")
+            # Full warm start + LoRA for RL: adapters off is exactly the warm start.
             with av.model.disable_adapter():
                 return av.response_logprobs(activations, ids, mask)
         return self.frozen.response_logprobs(
