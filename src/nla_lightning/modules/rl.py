@@ -153,7 +153,10 @@ class NLARLModule(L.LightningModule):
         # A plain attribute (not a submodule): the frozen reference is rebuilt, never saved.
         self.__dict__["reference"] = reference or ReferencePolicy("none")
         if hp.beta > 0 and self.reference.mode == "none":
-            raise NLAConfigError("beta > 0 needs a reference policy; set rl.reference or beta=0")
+            raise NLAConfigError(
+                "beta > 0 needs a reference policy: set model.train.reference to "
+                "quantized_4bit or adapter, or stage.rl.beta=0"
+            )
         self.activations = activations
         normalised = normalise(activations.double(), av.meta.mse_scale)
         # Per-dimension variance of the normalised activations, for the per-step FVE.
@@ -197,11 +200,14 @@ class NLARLModule(L.LightningModule):
         """Row indices of this rank's batch at `step`: epochs of seeded permutations."""
         n, size = len(self.activations), self.hp.batch_size
         start = (step * self.trainer.world_size + self.global_rank) * size
+        permutations: dict[int, torch.Tensor] = {}
         rows = []
         for position in range(start, start + size):
             epoch, offset = divmod(position, n)
-            generator = torch.Generator().manual_seed(_seed_for(self.hp.seed, "epoch", epoch))
-            rows.append(int(torch.randperm(n, generator=generator)[offset]))
+            if epoch not in permutations:
+                generator = torch.Generator().manual_seed(_seed_for(self.hp.seed, "epoch", epoch))
+                permutations[epoch] = torch.randperm(n, generator=generator)
+            rows.append(int(permutations[epoch][offset]))
         return torch.tensor(rows)
 
     # ---- the step -----------------------------------------------------------------------
