@@ -1,0 +1,64 @@
+"""Writer for any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, hosted)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from nla_lightning.writers.http import Endpoint, HTTPWriter
+
+
+class OpenAIWriter(HTTPWriter):
+    """POSTs to `{base_url}/chat/completions`; the key is optional since local servers need none."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        max_retries: int = 4,
+        timeout_s: float = 60.0,
+        backoff_s: float = 1.0,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **http_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            backoff_s=backoff_s,
+            cache_dir=cache_dir,
+            **http_kwargs,
+        )
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+
+    def _endpoint(self) -> Endpoint:
+        key = os.environ.get(self.api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return Endpoint(f"{self.base_url}/chat/completions", headers, self.api_key_env)
+
+    def _body(self, prompt: str) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+
+    def _extract(self, payload: Any) -> str:
+        content = payload["choices"][0]["message"]["content"]
+        # Some servers send null content (e.g. all tokens spent on reasoning): parse as empty.
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise TypeError(f"expected message.content to be a string, got {type(content)}")
+        return content

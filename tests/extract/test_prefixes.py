@@ -1,0 +1,38 @@
+"""Prefix lengths: reproducible per document, independent of the rest of the corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.extract.prefixes import prefix_lengths
+
+
+def test_deterministic_sorted_distinct_in_range():
+    lengths = prefix_lengths("doc-1", 100, 5, seed=3, min_tokens=8, max_tokens=40)
+    assert lengths == prefix_lengths("doc-1", 100, 5, seed=3, min_tokens=8, max_tokens=40)
+    assert lengths == sorted(set(lengths)) and len(lengths) == 5
+    assert all(8 <= n <= 40 for n in lengths)
+
+
+def test_depends_on_doc_and_seed_only():
+    # Computing other documents first (a different corpus or shard) changes nothing.
+    for other in ("a", "b", "c"):
+        prefix_lengths(other, 50, 4, seed=0, min_tokens=2, max_tokens=50)
+    first = prefix_lengths("doc-9", 60, 4, seed=0, min_tokens=2, max_tokens=60)
+    again = prefix_lengths("doc-9", 60, 4, seed=0, min_tokens=2, max_tokens=60)
+    assert first == again
+    others = {tuple(prefix_lengths(f"doc-{i}", 60, 4, 0, 2, 60)) for i in range(10)}
+    assert len(others) > 1  # different documents get different cuts
+    assert prefix_lengths("doc-9", 60, 4, seed=1, min_tokens=2, max_tokens=60) != first
+
+
+def test_short_documents_and_small_ranges():
+    assert prefix_lengths("d", 7, 4, 0, min_tokens=8, max_tokens=20) == []
+    assert prefix_lengths("d", 9, 4, 0, min_tokens=8, max_tokens=20) == [8, 9]
+    assert prefix_lengths("d", 100, 4, 0, min_tokens=8, max_tokens=8) == [8]
+
+
+def test_invalid_settings():
+    with pytest.raises(NLAConfigError, match="min_tokens <= max_tokens"):
+        prefix_lengths("d", 10, 4, 0, min_tokens=9, max_tokens=8)

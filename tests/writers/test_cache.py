@@ -1,0 +1,40 @@
+"""AnswerCache: keys, round trip, atomic files, concurrent puts."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from nla_lightning.writers import AnswerCache, cache_key
+
+
+def test_key_depends_on_writer_model_and_prompt():
+    base = cache_key("openai", "m", "p")
+    assert base == cache_key("openai", "m", "p")
+    assert len({base, cache_key("anthropic", "m", "p"), cache_key("openai", "n", "p")}) == 3
+    assert cache_key("openai", "m", "q") != base
+    assert cache_key("ab", "c", "p") != cache_key("a", "bc", "p")
+
+
+def test_round_trip_miss_and_no_tmp_files(tmp_path):
+    cache = AnswerCache(tmp_path / "c")
+    key = cache_key("openai", "m", "p")
+    assert cache.get(key) is None
+    cache.put(key, "answer ✓")
+    assert cache.get(key) == "answer ✓"
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [f"{key}.json"]
+
+
+def test_corrupt_entry_is_a_miss(tmp_path):
+    cache = AnswerCache(tmp_path)
+    key = cache_key("w", "m", "p")
+    (tmp_path / f"{key}.json").write_text("{torn")
+    assert cache.get(key) is None
+
+
+def test_concurrent_puts_leave_a_valid_entry(tmp_path):
+    cache = AnswerCache(tmp_path)
+    key = cache_key("w", "m", "p")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: cache.put(key, f"answer {i}" * 200), range(64)))
+    assert cache.get(key) in {f"answer {i}" * 200 for i in range(64)}
+    assert len(list(tmp_path.iterdir())) == 1

@@ -1,0 +1,13 @@
+"""The instruction asks for 2-3 features in <analysis> tags and carries the text."""
+
+from __future__ import annotations
+
+from nla_lightning.writers import INSTRUCTION, build_prompt
+
+
+def test_prompt_contains_text_and_asks_for_tagged_features():
+    prompt = build_prompt("Once upon a {time} there")
+    assert "Once upon a {time} there" in prompt
+    assert "{text}" in INSTRUCTION and "{text}" not in prompt
+    for phrase in ("<analysis>", "</analysis>", "2-3", "10-20 words", "LAST token"):
+        assert phrase in prompt
