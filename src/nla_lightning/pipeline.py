@@ -29,10 +29,10 @@ from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.target import Target, build_toy_target, check_layer, load_hub_target
 from nla_lightning.training import device_of, loader, make_logger, make_trainer
-from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses
+from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses, extract_explanation
 
 TOY_ACTOR_TEMPLATE = "Explain the vector <concept>{injection_char}</concept> ."
-STAGES = ("av_sft", "ar_sft", "rl")
+STAGES = ("extract", "av_sft", "ar_sft", "rl")
 
 
 def templates(name: str) -> tuple[str, str]:
@@ -51,27 +51,51 @@ def injection_scale_for(model: torch.nn.Module, setting: float | str) -> float:
     return float(weight.norm(dim=-1).median())
 
 
+def check_writer(data: str, writer: str) -> None:
+    """Fail before any work when the summary writer cannot serve the data."""
+    if data == "toy" and writer != "template":
+        raise NLAConfigError("data=toy is summarised by writer=template (its ground truth)")
+    if data == "corpus" and writer == "template":
+        raise NLAConfigError(
+            "writer=template only knows the toy world: for data=corpus choose writer=local, "
+            "writer=openai or writer=anthropic"
+        )
+
+
 def prepare_target(cfg: dict[str, Any], out_dir: Path) -> tuple[Target, list]:
     """The target model and, for the toy world, the documents the NLA is trained on."""
     model_cfg, data_cfg = cfg["model"], cfg["data"]
     check_layer(cfg["layer"], model_cfg["num_layers"], model_cfg["name"])
+    check_writer(data_cfg["name"], cfg["writer"]["name"])
     documents = []
     if data_cfg["name"] == "toy":
         from nla_lightning.toy.world import generate_documents
 
         documents = generate_documents(data_cfg["n_docs"], seed=cfg["seed"])
+    elif data_cfg["name"] == "corpus":
+        from nla_lightning.data.corpus_data import corpus_documents
+
+        documents = corpus_documents(data_cfg)
     if model_cfg["source"] == "toy":
-        if data_cfg["name"] != "toy":
-            raise NLAConfigError("model=tiny is the toy world's target: use it with data=toy")
         from nla_lightning.toy.tokenizer import build_toy_tokenizer
         from nla_lightning.toy.world import generate_documents
 
-        tokenizer = build_toy_tokenizer(extra_texts=templates(model_cfg["templates"]))
-        corpus = generate_documents(model_cfg["pretrain"]["n_docs"], seed=cfg["seed"] + 7919)
+        if data_cfg["name"] == "toy":
+            corpus = [
+                d.text
+                for d in generate_documents(
+                    model_cfg["pretrain"]["n_docs"], seed=cfg["seed"] + 7919
+                )
+            ]
+        else:
+            # The tiny target learns the user's corpus itself: its words become the vocabulary.
+            documents = list(documents)
+            corpus = [text for _, text in documents if text.strip()]
+        tokenizer = build_toy_tokenizer(extra_texts=[*templates(model_cfg["templates"]), *corpus])
         target = build_toy_target(
             model_cfg,
             tokenizer,
-            [d.text for d in corpus],
+            corpus,
             out_dir,
             cfg["trainer"],
             make_logger(cfg, out_dir, "target"),
@@ -87,8 +111,8 @@ def prepare_target(cfg: dict[str, Any], out_dir: Path) -> tuple[Target, list]:
 
 def prepare_data(
     cfg: dict[str, Any], target: Target, documents: list, out_dir: Path
-) -> tuple[NLAMeta, dict[str, Path]]:
-    """Metadata of the new NLA and its dataset files (toy world)."""
+) -> tuple[NLAMeta, dict[str, Path], dict[str, Any]]:
+    """Metadata of the new NLA, its dataset files and a report of how they were made."""
     model_cfg, data_cfg = cfg["model"], cfg["data"]
     device = device_of(cfg["trainer"])
     model = load_causal_lm(target.path, dtype=model_cfg["dtype"], device=device).eval()
@@ -104,8 +128,13 @@ def prepare_data(
         critic_template=critic,
         injection_char=model_cfg.get("injection_char"),
     )
-    if data_cfg["name"] != "toy":
-        raise NLAConfigError(f"data={data_cfg['name']} is not available yet: use data=toy")
+    if data_cfg["name"] == "corpus":
+        from nla_lightning.data.corpus_data import build_corpus_splits
+
+        paths, report = build_corpus_splits(
+            documents, model, target.tokenizer, meta, out_dir, data_cfg, cfg["writer"], cfg["seed"]
+        )
+        return meta, paths, report
     from nla_lightning.data.toy_data import build_toy_splits
 
     paths = build_toy_splits(
@@ -117,12 +146,37 @@ def prepare_data(
         fractions=data_cfg["fractions"],
         snippets_per_doc=data_cfg["snippets_per_doc"],
         seed=cfg["seed"],
-        writer=data_cfg["writer"],
+        writer=cfg["writer"],
         batch_size=data_cfg["extract_batch_size"],
         min_words=data_cfg["min_words"],
     )
     del model
-    return meta, paths
+    return meta, paths, {"rows": {name: _rows(path) for name, path in paths.items()}}
+
+
+def explanations_of(table: Any) -> list[str]:
+    """Warm-start explanations of a dataset: our `explanation` column, or the bodies of the
+    official layout's `response` column."""
+    if "explanation" in table.columns:
+        return table.columns["explanation"]
+    if "response" not in table.columns:
+        raise NLAConfigError(
+            "this dataset has neither an 'explanation' nor a 'response' column: it holds no "
+            "warm-start explanations (was it written for the RL part?)"
+        )
+    bodies = [extract_explanation(r) for r in table.columns["response"]]
+    missing = [i for i, b in enumerate(bodies) if b is None]
+    if missing:
+        raise NLAConfigError(
+            f"rows {missing[:5]} have a response without a closed <explanation> tag"
+        )
+    return bodies
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
 
 
 def _schedule(hp: dict[str, Any]) -> dict[str, Any]:
@@ -170,12 +224,12 @@ def train_av(
     pad = av.pad_id
     train = ActivationTokens(
         train_table.activations,
-        encode_responses(target.tokenizer, train_table.columns["explanation"]),
+        encode_responses(target.tokenizer, explanations_of(train_table)),
         seed=cfg["seed"],
     )
     held_out = ActivationTokens(
         eval_table.activations,
-        encode_responses(target.tokenizer, eval_table.columns["explanation"]),
+        encode_responses(target.tokenizer, explanations_of(eval_table)),
         seed=cfg["seed"],
     )
     module = AVSFTModule(av, **_schedule(hp))
@@ -201,7 +255,7 @@ def _examples(av: ActivationVerbalizer, table: Any, n: int, max_new_tokens: int)
     return [
         {
             "text": table.columns["text"][i],
-            "warm_start_target": table.columns["explanation"][i],
+            "warm_start_target": explanations_of(table)[i],
             "sampled": rollout.explanations[i] or f"(no explanation: {rollout.texts[i][:80]!r})",
         }
         for i in range(min(n, len(rollout.texts)))
@@ -231,10 +285,10 @@ def train_ar(
     eval_table = read_activations(paths["eval"], expect=meta)
     pad = target.tokenizer.pad_token_id
     train = ActivationTokens(
-        train_table.activations, ar.encode(train_table.columns["explanation"]), seed=cfg["seed"]
+        train_table.activations, ar.encode(explanations_of(train_table)), seed=cfg["seed"]
     )
     held_out = ActivationTokens(
-        eval_table.activations, ar.encode(eval_table.columns["explanation"]), seed=cfg["seed"]
+        eval_table.activations, ar.encode(explanations_of(eval_table)), seed=cfg["seed"]
     )
     module = ARSFTModule(ar, **_schedule(hp))
     train_loss, metrics = _fit_and_validate(cfg, "ar_sft", module, train, held_out, pad, out_dir)
@@ -270,10 +324,11 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         meta, paths, source = _previous_run(cfg)
     else:
         target, documents = prepare_target(cfg, out_dir)
-        meta, paths = prepare_data(cfg, target, documents, out_dir)
+        meta, paths, data_report = prepare_data(cfg, target, documents, out_dir)
         source = out_dir
         if target.report:
             summary["stages"]["target"] = target.report
+        summary["stages"]["data"] = data_report
     summary.update({"model": meta.base_model, "layer": meta.layer, "d_model": meta.d_model})
     summary["data"] = {name: str(path) for name, path in paths.items()}
     if "av_sft" in stages:
