@@ -65,12 +65,13 @@ def test_corpus_without_documents_or_with_the_template_writer_is_refused(tmp_pat
 
     base = [o for o in TINY_RUN if not o.startswith("data.")]
     cfg = OmegaConf.to_container(
-        compose([*base, "data=corpus", f"paths.output_dir={tmp_path}"]), resolve=True
+        compose([*base, "data=corpus", "writer=template", f"paths.output_dir={tmp_path}"]),
+        resolve=True,
     )
     with pytest.raises(NLAConfigError, match="writer=template only knows the toy world"):
         run(cfg)
     cfg = OmegaConf.to_container(
-        compose([*base, "data=corpus", "writer=openai", f"paths.output_dir={tmp_path}"]),
+        compose([*base, "data=corpus", f"paths.output_dir={tmp_path}"]),
         resolve=True,
     )
     with pytest.raises(NLAConfigError, match="data.files"):

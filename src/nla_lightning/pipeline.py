@@ -115,7 +115,12 @@ def prepare_data(
     """Metadata of the new NLA, its dataset files and a report of how they were made."""
     model_cfg, data_cfg = cfg["model"], cfg["data"]
     device = device_of(cfg["trainer"])
-    model = load_causal_lm(target.path, dtype=model_cfg["dtype"], device=device).eval()
+    model = load_causal_lm(
+        target.path,
+        dtype=model_cfg["dtype"],
+        device=device,
+        quantize_4bit=bool(data_cfg.get("extract_4bit", False)),
+    ).eval()
     actor, critic = templates(model_cfg["templates"])
     meta = build_meta(
         target.tokenizer,
