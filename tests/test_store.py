@@ -67,3 +67,20 @@ def test_document_split_is_stable_and_close_to_the_fractions():
     assert all(abs(counts[k] - fractions[k]) < 0.03 for k in fractions)
     assert parts != [split_of(i, fractions, seed=1) for i in range(4000)]
     assert np.unique(parts).size == 3
+
+
+def test_activations_are_memory_mapped_and_rebuilt_when_the_file_changes(tmp_path, meta):
+    path, acts = write(tmp_path / "a.parquet", meta, n=6)
+    table = read_activations(path)
+    mapped = tmp_path / "a.parquet.f32"
+    assert mapped.stat().st_size == 6 * meta.d_model * 4
+    assert torch.equal(table.activations[torch.tensor([4, 1])], acts[torch.tensor([4, 1])])
+    table.activations[0].zero_()  # copy-on-write: the file underneath is never changed
+    assert torch.equal(read_activations(path).activations, acts)
+    import os
+    import time
+
+    time.sleep(0.01)
+    path2, acts2 = write(tmp_path / "a.parquet", meta, n=3)
+    os.utime(path2, (time.time() + 5, time.time() + 5))
+    assert torch.equal(read_activations(path2).activations, acts2)

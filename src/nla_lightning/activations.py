@@ -7,6 +7,8 @@ from torch import nn
 
 from nla_lightning.errors import NLAConfigError
 
+CHECK_CHUNK_ROWS = 65536
+
 
 class _StopForward(Exception):
     """Raised by the capture hook: blocks above `layer` are never needed, so skip them."""
@@ -65,12 +67,18 @@ def last_token_activations(
 
 
 def check_finite(activations: torch.Tensor, where: str = "activations") -> None:
-    """Fail loudly on NaN/inf rather than training on garbage."""
-    bad = ~torch.isfinite(activations).all(dim=-1)
-    if bad.any():
-        rows = bad.nonzero().flatten()[:5].tolist()
+    """Fail loudly on NaN/inf rather than training on garbage (chunked: large mapped data)."""
+    bad_rows: list[int] = []
+    count = 0
+    for start in range(0, activations.shape[0], CHECK_CHUNK_ROWS):
+        bad = ~torch.isfinite(activations[start : start + CHECK_CHUNK_ROWS]).all(dim=-1)
+        if bad.any():
+            rows = (bad.nonzero().flatten() + start).tolist()
+            bad_rows.extend(rows[: max(0, 5 - len(bad_rows))])
+            count += len(rows)
+    if count:
         raise NLAConfigError(
-            f"{where} contain NaN or inf values (rows {rows}, {int(bad.sum())} in all): "
+            f"{where} contain NaN or inf values (rows {bad_rows}, {count} in all): "
             "re-extract them, or drop those rows"
         )
 
@@ -86,6 +94,15 @@ def check_width(activations: torch.Tensor, d_model: int, where: str = "activatio
 def normalise(vectors: torch.Tensor, scale: float, eps: float = 1e-8) -> torch.Tensor:
     """Rescale each vector to L2 norm `scale` (method: compare at a common norm)."""
     return vectors * (scale / vectors.norm(dim=-1, keepdim=True).clamp_min(eps))
+
+
+def normalised_mean(activations: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean of the rows rescaled to norm `scale`, in float64, a chunk at a time: [d]."""
+    total = torch.zeros(activations.shape[-1], dtype=torch.float64)
+    for start in range(0, activations.shape[0], CHECK_CHUNK_ROWS):
+        chunk = activations[start : start + CHECK_CHUNK_ROWS].double()
+        total += normalise(chunk, scale).sum(dim=0)
+    return total / max(1, activations.shape[0])
 
 
 def normalised_mse(prediction: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:

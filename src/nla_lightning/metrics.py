@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from nla_lightning.activations import normalise
+from nla_lightning.activations import normalise, normalised_mean
 
 
 class FVE(Metric):
@@ -51,5 +51,5 @@ def mean_baseline_fve(
     train_targets: torch.Tensor, targets: torch.Tensor, mse_scale: float
 ) -> float:
     """FVE of always predicting the mean normalised training activation."""
-    mean = normalise(train_targets.double(), mse_scale).mean(dim=0, keepdim=True)
+    mean = normalised_mean(train_targets, mse_scale).unsqueeze(0)
     return fve(mean.expand_as(targets), targets, mse_scale)

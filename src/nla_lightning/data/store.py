@@ -68,7 +68,11 @@ def read_activations(
     path: str | Path, expect: NLAMeta | None = None, columns: list[str] | None = None
 ) -> ActivationTable:
     """Read a file written by `write_activations` (or the official layout), checking its sidecar
-    against `expect` and its vectors for width and NaN/inf."""
+    against `expect` and its vectors for width and NaN/inf.
+
+    The activations come back as a tensor over a memory-mapped float32 copy of the column
+    (`{file}.f32`, made once by streaming record batches), so a dataset larger than RAM costs
+    only the rows a batch touches, and never a Python object per number."""
     path = Path(path)
     if not path.exists():
         raise NLAConfigError(f"no activation file at {path}")
@@ -76,26 +80,43 @@ def read_activations(
     if expect is not None:
         expect.check_compatible(meta, what=f"the dataset {path.name}")
     try:
-        table = pq.read_table(path, columns=columns and [ACTIVATION_COLUMN, *columns])
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        if ACTIVATION_COLUMN not in names:
+            raise NLAConfigError(f"{path} has no {ACTIVATION_COLUMN!r} column")
+        wanted = [n for n in names if n != ACTIVATION_COLUMN and (columns is None or n in columns)]
+        rest = pq.read_table(path, columns=wanted).to_pydict() if wanted else {}
+        activations = _mapped_activations(path, parquet, meta.d_model)
     except (pa.ArrowInvalid, OSError) as err:
         raise NLAConfigError(
             f"{path} is not a readable Parquet file ({err}); delete it and extract it again"
         ) from err
-    if ACTIVATION_COLUMN not in table.column_names:
-        raise NLAConfigError(f"{path} has no {ACTIVATION_COLUMN!r} column")
-    vectors = table.column(ACTIVATION_COLUMN).combine_chunks()
-    lengths = np.diff(vectors.offsets.to_numpy())
-    if len(lengths) and not (lengths == meta.d_model).all():
-        raise NLAConfigError(
-            f"{path}: activation vectors have lengths {sorted(set(lengths.tolist()))[:5]} but the "
-            f"sidecar says d_model={meta.d_model}"
-        )
-    flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=True)
-    activations = torch.from_numpy(flat.reshape(len(lengths), meta.d_model))
     check_finite(activations, where=f"activations in {path}")
-    rest = {
-        name: table.column(name).to_pylist()
-        for name in table.column_names
-        if name != ACTIVATION_COLUMN
-    }
     return ActivationTable(activations, rest, meta)
+
+
+def _mapped_activations(path: Path, parquet: pq.ParquetFile, d_model: int) -> torch.Tensor:
+    """[N, d] float32 tensor backed by `{path}.f32`, rebuilt when the Parquet file is newer."""
+    n = parquet.metadata.num_rows
+    cache = path.with_name(path.name + ".f32")
+    stale = not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime
+    if stale or cache.stat().st_size != n * d_model * 4:
+        tmp = cache.with_name(cache.name + ".tmp")
+        with tmp.open("wb") as out:
+            for batch in parquet.iter_batches(columns=[ACTIVATION_COLUMN], batch_size=4096):
+                vectors = batch.column(0)
+                lengths = np.diff(vectors.offsets.to_numpy())
+                if len(lengths) and not (lengths == d_model).all():
+                    raise NLAConfigError(
+                        f"{path}: activation vectors have lengths "
+                        f"{sorted(set(lengths.tolist()))[:5]} but the sidecar says "
+                        f"d_model={d_model}"
+                    )
+                flat = vectors.flatten().to_numpy(zero_copy_only=False)
+                out.write(np.ascontiguousarray(flat, dtype=np.float32).tobytes())
+        tmp.replace(cache)
+    if n == 0:
+        return torch.empty((0, d_model), dtype=torch.float32)
+    # Copy-on-write: writable for torch, the file itself is never changed.
+    mapped = np.memmap(cache, dtype=np.float32, mode="c", shape=(n, d_model))
+    return torch.from_numpy(mapped)

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import IterableDataset
 
-from nla_lightning.activations import normalise, normalised_mse
+from nla_lightning.activations import normalised_mean, normalised_mse
 from nla_lightning.checkpointing import replace_directory
 from nla_lightning.distributed import GradientSync
 from nla_lightning.errors import NLAConfigError
@@ -158,9 +158,11 @@ class NLARLModule(L.LightningModule):
                 "quantized_4bit or adapter, or stage.rl.beta=0"
             )
         self.activations = activations
-        normalised = normalise(activations.double(), av.meta.mse_scale)
-        # Per-dimension variance of the normalised activations, for the per-step FVE.
-        self.variance = float((normalised - normalised.mean(0)).pow(2).mean())
+        # Per-dimension variance of the normalised activations, for the per-step FVE: every
+        # row has norm mse_scale, so it is (scale^2 - |mean|^2) / d.
+        scale = av.meta.mse_scale
+        mean = normalised_mean(activations, scale)
+        self.variance = float((scale**2 - mean.pow(2).sum()) / activations.shape[-1])
         # A buffer, so the count travels with the weights (spawned DDP ranks, checkpoints).
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.bad_steps = 0
