@@ -1,0 +1,1 @@
+"""Console scripts: nla-explain, nla-steer and nla-fidelity."""
