@@ -12,12 +12,15 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.lora import is_adapter_dir
 from nla_lightning.meta import META_FILENAME, NLAMeta
-from nla_lightning.reconstructor import VALUE_HEAD_FILENAME, ActivationReconstructor
+from nla_lightning.reconstructor import (
+    VALUE_HEAD_FILENAME,
+    ActivationReconstructor,
+    read_value_head,
+)
 
 __all__ = ["export_official", "import_official", "read_official_meta"]
 
@@ -218,26 +221,6 @@ def _load_tokenizer(*directories: Path) -> Any:
     )
 
 
-def _load_head(directory: Path, d_model: int) -> torch.Tensor:
-    """The d x d value head weight of an AR directory."""
-    path = directory / VALUE_HEAD_FILENAME
-    if not path.exists():
-        raise NLAConfigError(
-            f"{directory} has no {VALUE_HEAD_FILENAME}: it is not an AR checkpoint; pass the "
-            "AR directory of the release"
-        )
-    try:
-        weight = load_file(str(path))["weight"]
-    except Exception as err:  # safetensors raises several types for corrupt files
-        raise NLAConfigError(f"could not read the key 'weight' of {path}: {err}") from err
-    if tuple(weight.shape) != (d_model, d_model):
-        raise NLAConfigError(
-            f"{path} holds a {tuple(weight.shape)} head but d_model is {d_model}; expected a "
-            f"({d_model}, {d_model}) matrix without bias"
-        )
-    return weight
-
-
 def import_official(
     av_dir: str | Path, ar_dir: str | Path, out_dir: str | Path
 ) -> tuple[Path, Path]:
@@ -267,7 +250,7 @@ def import_official(
         str(ar_dir), tokenizer, ar_meta, dtype=_checkpoint_dtype(ar_dir)
     )
     with torch.no_grad():
-        ar.head.weight.copy_(_load_head(ar_dir, ar_meta.d_model))
+        ar.head.weight.copy_(read_value_head(ar_dir, ar_meta.d_model))
     ar_out.mkdir(parents=True, exist_ok=True)
     ar.save(ar_out)
     return av_out, ar_out

@@ -20,6 +20,26 @@ from nla_lightning.padding import pad_right
 VALUE_HEAD_FILENAME = "value_head.safetensors"
 
 
+def read_value_head(directory: str | Path, d_model: int) -> torch.Tensor:
+    """The d x d head weight (key `weight`, no bias) of an AR directory, checked."""
+    path = Path(directory) / VALUE_HEAD_FILENAME
+    if not path.exists():
+        raise NLAConfigError(
+            f"{directory} has no {VALUE_HEAD_FILENAME}: it is not an AR checkpoint; pass the "
+            "AR directory"
+        )
+    try:
+        weight = load_file(str(path))["weight"]
+    except Exception as err:  # safetensors raises several types for corrupt files
+        raise NLAConfigError(f"could not read the key 'weight' of {path}: {err}") from err
+    if tuple(weight.shape) != (d_model, d_model):
+        raise NLAConfigError(
+            f"{path} holds a {tuple(weight.shape)} head but d_model is {d_model}; expected a "
+            f"({d_model}, {d_model}) matrix without bias"
+        )
+    return weight
+
+
 class ActivationReconstructor(nn.Module):
     """Explanation text -> predicted activation [B, d]."""
 
@@ -85,11 +105,9 @@ class ActivationReconstructor(nn.Module):
 
         directory = Path(directory)
         meta = NLAMeta.load(directory)
-        head_path = directory / VALUE_HEAD_FILENAME
-        if not head_path.exists():
-            raise NLAConfigError(
-                f"{directory} has no {VALUE_HEAD_FILENAME}: it is not an AR checkpoint"
-            )
+        if not (directory / VALUE_HEAD_FILENAME).exists():
+            # Checked before any weights load; the head is read once the backbone fits.
+            read_value_head(directory, meta.d_model)
         tokenizer = tokenizer or load_tokenizer(str(directory))
         adapter = is_adapter_dir(directory)
         # A LoRA-trained AR stores its adapter; the backbone comes from the base it names.
@@ -103,16 +121,8 @@ class ActivationReconstructor(nn.Module):
             ar.backbone = PeftModel.from_pretrained(
                 ar.backbone, str(directory), is_trainable=trainable
             )
-        try:
-            weight = load_file(str(head_path))["weight"]
-        except Exception as err:  # safetensors raises several types for corrupt files
-            raise NLAConfigError(f"could not read {head_path}: {err}") from err
-        if weight.shape != (meta.d_model, meta.d_model):
-            raise NLAConfigError(
-                f"{head_path} holds a {tuple(weight.shape)} head but d_model is {meta.d_model}"
-            )
         with torch.no_grad():
-            ar.head.weight.copy_(weight)
+            ar.head.weight.copy_(read_value_head(directory, meta.d_model))
         return ar
 
     def enable_lora(self, rank: int = 16, alpha: int | None = None) -> None:
