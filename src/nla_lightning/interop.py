@@ -15,7 +15,7 @@ import yaml
 
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.lora import is_adapter_dir
-from nla_lightning.meta import META_FILENAME, NLAMeta
+from nla_lightning.meta import META_FILENAME, NLAMeta, read_meta_yaml
 from nla_lightning.reconstructor import (
     VALUE_HEAD_FILENAME,
     ActivationReconstructor,
@@ -32,22 +32,12 @@ _NEIGHBOUR_KEYS = (
 
 
 def _read_yaml(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """The mapping in a meta file (or a directory's nla_meta.yaml) and the file's path."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / META_FILENAME
-    if not path.exists():
-        raise NLAConfigError(
-            f"no NLA metadata at {path}: an official NLA checkpoint directory must contain "
-            f"{META_FILENAME}; point at the AV/AR directory of the release"
-        )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise NLAConfigError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise NLAConfigError(f"{path} does not hold a mapping of NLA metadata")
-    return data, path
+    """The mapping in an official meta file (or a directory's nla_meta.yaml) and its path."""
+    return read_meta_yaml(
+        path,
+        f"an official NLA checkpoint directory must contain {META_FILENAME}; point at the "
+        "AV/AR directory of the release",
+    )
 
 
 def _section(data: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -221,14 +211,19 @@ def _load_tokenizer(*directories: Path) -> Any:
     )
 
 
+def _check_directories(av_dir: Path, ar_dir: Path) -> None:
+    """Both hold full weights (not LoRA adapters) and the role their name says."""
+    for directory, role in ((av_dir, "av"), (ar_dir, "ar")):
+        _check_full_weights(directory, role.upper())
+        _check_role(directory, role)
+
+
 def import_official(
     av_dir: str | Path, ar_dir: str | Path, out_dir: str | Path
 ) -> tuple[Path, Path]:
     """Convert an official AV/AR pair into our layout under out_dir/av and out_dir/ar."""
     av_dir, ar_dir, out_dir = Path(av_dir), Path(ar_dir), Path(out_dir)
-    for directory, role in ((av_dir, "av"), (ar_dir, "ar")):
-        _check_full_weights(directory, role.upper())
-        _check_role(directory, role)
+    _check_directories(av_dir, ar_dir)
     av_meta = read_official_meta(av_dir)
     ar_meta = read_official_meta(ar_dir)
     _check_pair(av_meta, ar_meta)
@@ -286,9 +281,7 @@ def export_official(
 ) -> tuple[Path, Path]:
     """Convert our AV/AR pair into the official layout under out_dir/av and out_dir/ar."""
     av_dir, ar_dir, out_dir = Path(av_dir), Path(ar_dir), Path(out_dir)
-    for directory, role in ((av_dir, "av"), (ar_dir, "ar")):
-        _check_full_weights(directory, role.upper())
-        _check_role(directory, role)
+    _check_directories(av_dir, ar_dir)
     av_meta = NLAMeta.load(av_dir)
     ar_meta = NLAMeta.load(ar_dir)
     _check_pair(av_meta, ar_meta)

@@ -165,20 +165,11 @@ class NLAMeta:
     @classmethod
     def load(cls, path: str | Path) -> NLAMeta:
         """Read a meta file, or the nla_meta.yaml inside a directory."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / META_FILENAME
-        if not path.exists():
-            raise NLAConfigError(
-                f"no NLA metadata at {path}: every NLA dataset and checkpoint needs its "
-                f"{META_FILENAME} sidecar; re-export it with nla_lightning"
-            )
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise NLAConfigError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise NLAConfigError(f"{path} does not hold a mapping of NLA metadata")
+        data, path = read_meta_yaml(
+            path,
+            f"every NLA dataset and checkpoint needs its {META_FILENAME} sidecar; re-export it "
+            "with nla_lightning",
+        )
         return cls.from_dict(data, source=str(path))
 
     def with_updates(self, **changes: Any) -> NLAMeta:
@@ -231,6 +222,22 @@ class NLAMeta:
                 f"the tokenizer gives critic suffix ids {suffix}, the metadata expects "
                 f"{list(self.critic_suffix_ids)}: this tokenizer belongs to another model"
             )
+
+
+def read_meta_yaml(path: str | Path, missing_hint: str) -> tuple[dict[str, Any], Path]:
+    """The mapping in a meta file (or a directory's nla_meta.yaml) and the file's path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / META_FILENAME
+    if not path.exists():
+        raise NLAConfigError(f"no NLA metadata at {path}: {missing_hint}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise NLAConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise NLAConfigError(f"{path} does not hold a mapping of NLA metadata")
+    return data, path
 
 
 def render_actor_prompt(tokenizer: Any, message: str) -> list[int]:
