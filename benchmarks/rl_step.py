@@ -1,42 +1,87 @@
 """RL step-time split and throughput of the tiny toy NLA on this machine.
 
 Usage: python benchmarks/rl_step.py [--run outputs/DATE/TIME] [--steps 30] [--warmup 5]
+       [--batch-size 8] [--group-size 4] [--max-new-tokens 40] [--reference quantized_4bit]
+       [--synthetic] [--device cpu|cuda] [--threads N] [--json PATH] [--quick]
 `--run` is a finished warm start (default: the newest run under outputs/ that has one).
+`--synthetic` times an untrained NLA built on the spot instead (the default run's tiny target
+architecture, random weights, random activations): no run needed, but its responses are not the
+lengths a trained AV writes. `--quick` is a few tiny steps, on a synthetic NLA unless --run is
+given.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from _common import (
+    add_common_args,
+    markdown_table,
+    setup,
+    toy_meta,
+    toy_target,
+    toy_tokenizer,
+    write_json,
+)
 
 from nla_lightning.data.store import read_activations
 from nla_lightning.modules.rl import NLARLModule, RLHyperparams
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.rl_stage import build_av
+from nla_lightning.verbalizer import ActivationVerbalizer
+
+PHASES = ["rollout", "score", "ar", "av"]
 
 
 def newest_run() -> Path:
     runs = sorted(Path("outputs").glob("*/*/checkpoints/ar"))
     if not runs:
-        raise SystemExit("no warm-start run under outputs/: run `python train.py` first")
+        raise SystemExit(
+            "no warm-start run under outputs/: run `python train.py` first, pass --run, "
+            "or time an untrained NLA with --synthetic"
+        )
     return runs[-1].parent.parent
 
 
+def synthetic_run(directory: Path, rows: int = 256) -> tuple[Path, ActivationReconstructor, Any]:
+    """An untrained NLA on the tiny target: (AV dir, AR, activations [rows, d])."""
+    tokenizer = toy_tokenizer()
+    model = toy_target(tokenizer)
+    meta = toy_meta(tokenizer, model)
+    target_dir = directory / "target"
+    model.save_pretrained(target_dir)
+    tokenizer.save_pretrained(target_dir)
+    av_dir = ActivationVerbalizer(model, tokenizer, meta).save(directory / "av")
+    ar = ActivationReconstructor.from_target(str(target_dir), tokenizer, meta)
+    activations = torch.randn(rows, meta.d_model, generator=torch.Generator().manual_seed(0))
+    return av_dir, ar, activations
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", type=Path, default=None)
+    parser.add_argument("--synthetic", action="store_true", help="an untrained NLA, no run")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=RLHyperparams.max_new_tokens)
     parser.add_argument("--reference", default="quantized_4bit")
+    add_common_args(parser)
     args = parser.parse_args()
-    run = args.run or newest_run()
+    if args.quick:
+        args.steps, args.warmup, args.batch_size, args.group_size = 3, 1, 2, 2
+        args.max_new_tokens = 8
+        args.synthetic = args.run is None
+    info = setup(args)
     train = {
         "dtype": "float32",
         "av_mode": "full",
@@ -44,47 +89,77 @@ def main() -> None:
         "lora_rank": 16,
         "gradient_checkpointing": False,
     }
-    av, reference = build_av(run / "checkpoints" / "av", train, "cpu")
-    ar = ActivationReconstructor.load(run / "checkpoints" / "ar")
-    data = read_activations(run / "data" / "rl.parquet", expect=av.meta)
-    hp = RLHyperparams(
-        steps=args.warmup + args.steps,
-        batch_size=args.batch_size,
-        group_size=args.group_size,
-        av_lr=1e-4,
-        ar_lr=3e-4,
-        beta=0.0 if args.reference == "none" else 0.01,
-        examples_every=0,
-    )
-    module = NLARLModule(av, ar, data.activations, hp, reference)
-    L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module)
+    with tempfile.TemporaryDirectory(prefix="nla-bench-rl-") as scratch:
+        if args.synthetic:
+            source = "synthetic (untrained tiny NLA, random activations)"
+            av_dir, ar, activations = synthetic_run(Path(scratch))
+            ar = ar.to(args.device)
+        else:
+            run = args.run or newest_run()
+            source = str(run)
+            av_dir = run / "checkpoints" / "av"
+            ar = ActivationReconstructor.load(run / "checkpoints" / "ar", device=args.device)
+            activations = None
+        av, reference = build_av(av_dir, train, args.device)
+        if activations is None:
+            activations = read_activations(run / "data" / "rl.parquet", expect=av.meta).activations
+        hp = RLHyperparams(
+            steps=args.warmup + args.steps,
+            batch_size=args.batch_size,
+            group_size=args.group_size,
+            max_new_tokens=args.max_new_tokens,
+            av_lr=1e-4,
+            ar_lr=3e-4,
+            beta=0.0 if args.reference == "none" else 0.01,
+            examples_every=0,
+        )
+        module = NLARLModule(av, ar, activations, hp, reference)
+        L.Trainer(
+            accelerator="gpu" if args.device.startswith("cuda") else "cpu",
+            devices=1,
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(module)
     timed = module.timings[args.warmup :]
-    phases = ["rollout", "score", "ar", "av"]
-    means = {p: statistics.mean(t[f"time/{p}_s"] for t in timed) for p in phases}
+    means = {p: statistics.mean(t[f"time/{p}_s"] for t in timed) for p in PHASES}
     step_s = sum(means.values())
     samples = statistics.mean(t["samples"] for t in timed)
     tokens = statistics.mean(t["tokens"] for t in timed)
     print(
-        f"machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"\nNLA: {source}  d_model {av.meta.d_model}  reference {args.reference}  "
+        f"batch {args.batch_size} x group {args.group_size}  max_new_tokens "
+        f"{args.max_new_tokens}, {len(timed)} timed steps after {args.warmup} warm-up\n"
     )
+    rows = [[p, means[p], f"{means[p] / step_s:.1%}"] for p in PHASES]
+    rows.append(["step", step_s, "100.0%"])
+    print(markdown_table(["phase", "mean s", "share"], rows))
     print(
-        f"run: {run}  d_model {av.meta.d_model}  reference {args.reference}  "
-        f"batch {args.batch_size} x group {args.group_size}, {len(timed)} timed steps\n"
+        f"\nsamples/s {samples / step_s:.1f}   response tokens/s {tokens / step_s:.0f}   "
+        f"mean response length {tokens / samples:.1f}"
     )
-    print(f"{'phase':<10}{'mean s':>10}{'share':>9}")
-    for p in phases:
-        print(f"{p:<10}{means[p]:>10.4f}{means[p] / step_s:>9.1%}")
-    print(f"{'step':<10}{step_s:>10.4f}")
-    print(f"\nsamples/s {samples / step_s:.1f}   response tokens/s {tokens / step_s:.0f}")
+    write_json(
+        args.json,
+        {
+            "benchmark": "rl_step",
+            "machine": info,
+            "nla": source,
+            "quick": args.quick,
+            "reference": args.reference,
+            "batch_size": args.batch_size,
+            "group_size": args.group_size,
+            "max_new_tokens": args.max_new_tokens,
+            "timed_steps": len(timed),
+            "phase_mean_s": means,
+            "step_s": step_s,
+            "samples_per_s": samples / step_s,
+            "tokens_per_s": tokens / step_s,
+            "mean_response_length": tokens / samples,
+            "steps": timed,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""Each benchmark script runs in --quick mode and reports sane, positive numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script: str, tmp_path: Path, *extra: str) -> tuple[str, dict]:
+    out = tmp_path / f"{script}.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / f"{script}.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.startswith("machine: "), done.stdout[:500]
+    return done.stdout, json.loads(out.read_text())
+
+
+def table_rows(stdout: str, header_start: str) -> list[list[str]]:
+    """Cells of the Markdown table whose header begins with `header_start`."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header_start}"))
+    assert set(lines[start + 1]) <= set("|-"), lines[start + 1]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    assert rows
+    return rows
+
+
+def positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def check_machine(payload: dict) -> None:
+    machine = payload["machine"]
+    assert machine["device"] == "cpu" and machine["cores"] >= 1
+    assert machine["torch_threads"] == 1 and machine["torch"]
+    assert payload["quick"] is True
+
+
+def test_rollout_speed(tmp_path):
+    stdout, payload = run_benchmark("rollout_speed", tmp_path)
+    check_machine(payload)
+    (result,) = payload["results"]
+    assert result["tokens_per_call"] == result["rows"] * result["max_new_tokens"]
+    for key in ("ours_tokens_per_s", "generate_tokens_per_s", "ratio", "cpu_ratio"):
+        assert positive(result[key]), (key, result[key])
+    assert len(result["seconds"]["ours"]) == len(result["seconds"]["generate"]) == 3
+    (row,) = table_rows(stdout, "activations x G")
+    assert row[0] == "2 x 2" and all(positive(float(cell)) for cell in row[1:])
+
+
+def test_extraction(tmp_path):
+    stdout, payload = run_benchmark("extraction", tmp_path)
+    check_machine(payload)
+    results = payload["results"]
+    assert {(r["path"], r["batch_size"]) for r in results} == {
+        (path, batch) for path in ("final-token", "nla-extract") for batch in (8, 32)
+    }
+    for r in results:
+        assert r["vectors"] == payload["snippets"] == 64
+        assert positive(r["median_s"]) and positive(r["vectors_per_s"])
+    rows = table_rows(stdout, "path")
+    assert len(rows) == 4 and all(positive(float(row[-1])) for row in rows)
+
+
+def test_rl_step(tmp_path):
+    stdout, payload = run_benchmark("rl_step", tmp_path)
+    check_machine(payload)
+    assert payload["timed_steps"] == 3
+    assert positive(payload["step_s"]) and positive(payload["tokens_per_s"])
+    assert all(v >= 0 for v in payload["phase_mean_s"].values())
+    assert payload["phase_mean_s"]["rollout"] > 0 and payload["phase_mean_s"]["av"] > 0
+    phases = [row[0] for row in table_rows(stdout, "phase")]
+    assert phases == ["rollout", "score", "ar", "av", "step"]
+
+
+def test_pipeline(tmp_path):
+    # Overrides after `--` reach train.py (and come last, so they win).
+    stdout, payload = run_benchmark("pipeline", tmp_path, "--", "stage.rl.steps=1")
+    check_machine(payload)
+    assert payload["overrides"][-1] == "stage.rl.steps=1"
+    stages = payload["stages"]
+    total = stages.pop("total (summary.json)")
+    process = stages.pop("process (with start-up)")
+    assert {"target", "av_sft", "ar_sft", "rl", "data and other"} <= set(stages)
+    # summary.json rounds each stage to 0.1 s: a tiny stage may read 0.0.
+    assert all(seconds >= 0 for seconds in stages.values()), stages
+    assert positive(total) and sum(stages.values()) == pytest.approx(total, abs=0.5)
+    assert process >= total
+    assert [row[0] for row in table_rows(stdout, "stage")][:4] == [
+        "target",
+        "av_sft",
+        "ar_sft",
+        "rl",
+    ]
