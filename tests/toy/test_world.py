@@ -4,7 +4,7 @@ import pytest
 
 from nla_lightning.toy.world import (
     ATTRIBUTES,
-    SHAPES,
+    SENTENCE_WORDS,
     Document,
     Snippet,
     generate_documents,
@@ -14,14 +14,13 @@ from nla_lightning.toy.world import (
     vocabulary,
 )
 
+SCENE = dict(who="anna", colour="red", object="ball", where="park", action="painted")
+
 
 def _hand_document() -> Document:
-    first = make_sentence(
-        SHAPES[0], dict(who="anna", colour="red", object="ball", where="park", action="painted")
-    )
-    second = make_sentence(
-        SHAPES[1], dict(who="tom", colour="blue", object="cup", where="kitchen", action="carried")
-    )
+    # "anna red anna . park ball painted red ."
+    first = make_sentence(["who", "colour", "who"], SCENE)
+    second = make_sentence(["where", "object", "action", "colour"], SCENE)
     return Document(doc_id=7, sentences=(first, second))
 
 
@@ -32,47 +31,52 @@ def test_generate_documents_deterministic_and_prefix_stable():
     assert [d.doc_id for d in a] == list(range(10))
     assert a != generate_documents(10, seed=4)
     for doc in a:
-        assert 2 <= len(doc.sentences) <= 4
+        assert 3 <= len(doc.sentences) <= 6
         for s in doc.sentences:
-            assert set(s.attributes) == set(ATTRIBUTES)
+            assert SENTENCE_WORDS[0] <= len(s.words) - 1 <= SENTENCE_WORDS[1]
             assert s.words[-1] == "."
             assert {r: w for w, r in zip(s.words, s.roles, strict=True) if r} == s.attributes
 
 
-def test_every_shape_realises_each_attribute_once_and_early():
-    for shape in SHAPES:
-        s = make_sentence(
-            shape, dict(who="anna", colour="red", object="ball", where="park", action="painted")
-        )
-        assert sorted(r for r in s.roles if r) == sorted(ATTRIBUTES)
-        # A 3-word prefix of a document always names at least one attribute.
-        assert any(s.roles[:3])
-    assert len(SHAPES) >= 8
+def test_a_document_keeps_one_scene_and_any_attribute_may_come_next():
+    docs = generate_documents(300, seed=1)
+    for doc in docs:
+        scene: dict[str, str] = {}
+        for s in doc.sentences:
+            for name, value in s.attributes.items():
+                assert scene.setdefault(name, value) == value
+    # Roles are drawn independently, so every attribute starts and follows every other.
+    pairs = {
+        (a, b)
+        for doc in docs
+        for s in doc.sentences
+        for a, b in zip(s.roles[:-2], s.roles[1:-1], strict=True)
+    }
+    assert pairs == {(a, b) for a in ATTRIBUTES for b in ATTRIBUTES}
 
 
 def test_document_text():
-    doc = _hand_document()
-    assert doc.text.startswith("anna painted the red ball in the park . in the kitchen ,")
-    assert doc.text.endswith("was carried by tom .")
+    assert _hand_document().text == "anna red anna . park ball painted red ."
 
 
 def test_snippet_ground_truth_hand_document():
     doc = _hand_document()
-    # "anna painted the red" -> only who, action, colour realised so far.
-    s = snippet_at(doc, 4)
-    assert s.text == "anna painted the red"
-    assert s.current == {"who": "anna", "action": "painted", "colour": "red"}
+    s = snippet_at(doc, 2)
+    assert s.text == "anna red"
+    assert s.current == {"who": "anna", "colour": "red"} == s.attributes
     assert s.earlier == ()
-    assert s.final_word == "red"
+    assert (s.final_word, s.next_kind) == ("red", "attribute:who")
     # Cut right after the full stop: the first sentence is still current.
-    s = snippet_at(doc, 9)
+    s = snippet_at(doc, 4)
     assert s.final_word == "." and s.current == doc.sentences[0].attributes
-    # "... . in the" -> nothing realised yet in the second sentence.
-    s = snippet_at(doc, 11)
-    assert s.current == {} and s.earlier == (doc.sentences[0].attributes,)
-    assert s.final_word == "the"
-    s = snippet_at(doc, 12)
-    assert s.current == {"where": "kitchen"} and s.final_word == "kitchen"
+    assert s.next_kind == "attribute:where"
+    # Into the second sentence: what the first revealed is still known.
+    s = snippet_at(doc, 6)
+    assert s.current == {"where": "park", "object": "ball"}
+    assert s.earlier == (doc.sentences[0].attributes,)
+    assert s.attributes == {"who": "anna", "colour": "red", "where": "park", "object": "ball"}
+    assert snippet_at(doc, 8).next_kind == "word:."
+    assert snippet_at(doc, 9).next_kind == "end"
 
 
 def test_make_snippets_reproducible_sorted_distinct():
@@ -87,9 +91,7 @@ def test_make_snippets_reproducible_sorted_distinct():
 
 
 def test_short_document_raises():
-    doc = Document(
-        doc_id=0, sentences=(make_sentence("{who} {action} .", dict(who="anna", action="painted")),)
-    )
+    doc = Document(doc_id=0, sentences=(make_sentence(["who", "action"], SCENE),))
     with pytest.raises(ValueError, match="min_words"):
         make_snippets(doc, 2, seed=0, min_words=4)
 
@@ -104,7 +106,7 @@ def test_snippet_json_round_trip():
 
 def test_vocabulary_covers_corpus():
     vocab = set(vocabulary())
-    assert {".", ","} <= vocab
+    assert "." in vocab
     assert vocabulary() == sorted(vocab)
     for doc in generate_documents(50, seed=0):
         assert set(doc.words) <= vocab

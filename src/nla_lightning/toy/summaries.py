@@ -31,7 +31,7 @@ _TOKEN_RE = re.compile(r"[^\s.,]+|[.,]")
 
 def explanation_vocabulary() -> list[str]:
     """Words used by explanation templates besides attribute values (sorted, unique)."""
-    words = {"the", "is", "was", "earlier", ",", ".", "word", "nothing", *_FINAL_PREFIX}
+    words = {"the", "is", ",", ".", "word", "nothing", *_FINAL_PREFIX}
     words.update(_NEXT_PREFIX)
     words.update(ATTRIBUTE_NOUNS.values())
     words.update(_ARTICLES.values())
@@ -40,11 +40,9 @@ def explanation_vocabulary() -> list[str]:
     return sorted(words)
 
 
-def _attribute_phrase(name: str, value: str, earlier: bool = False) -> str:
+def _attribute_phrase(name: str, value: str) -> str:
     article = _ARTICLES.get(name)
     shown = f"{article} {value}" if article else value
-    if earlier:
-        return f"earlier , the {ATTRIBUTE_NOUNS[name]} was {shown} ."
     return f"the {ATTRIBUTE_NOUNS[name]} is {shown} ."
 
 
@@ -74,24 +72,17 @@ def write_explanation(
     rng: random.Random,
     p_final_word: float = 0.3,
     max_attributes: int = 2,
-    p_earlier: float = 0.1,
-    p_next: float = 0.5,
+    p_next: float = 0.0,
 ) -> str:
-    """Partial explanation: one to `max_attributes` current attributes, sometimes the final word,
-    sometimes what must follow."""
+    """Partial explanation: one to `max_attributes` of the attributes the text has revealed,
+    sometimes the final word, sometimes what follows."""
     phrases: list[str] = []
-    present = [name for name in ATTRIBUTES if name in snippet.current]
+    known = snippet.attributes
+    present = [name for name in ATTRIBUTES if name in known]
     if present:
         k = rng.randint(1, min(max_attributes, len(present)))
         for name in sorted(rng.sample(present, k), key=ATTRIBUTES.index):
-            phrases.append(_attribute_phrase(name, snippet.current[name]))
-    elif snippet.earlier:
-        # Nothing realised yet in this sentence: say something true about the previous one.
-        name = rng.choice(ATTRIBUTES)
-        phrases.append(_attribute_phrase(name, snippet.earlier[-1][name], earlier=True))
-    if present and snippet.earlier and rng.random() < p_earlier:
-        name = rng.choice(ATTRIBUTES)
-        phrases.append(_attribute_phrase(name, snippet.earlier[-1][name], earlier=True))
+            phrases.append(_attribute_phrase(name, known[name]))
     if rng.random() < p_final_word or not phrases:
         phrases.append(_final_word_phrase(snippet.final_word))
     if rng.random() < p_next:
@@ -100,12 +91,10 @@ def write_explanation(
 
 
 def write_complete_explanation(snippet: Snippet) -> str:
-    """Upper-bound explanation naming every current attribute and the final word."""
-    phrases = [
-        _attribute_phrase(name, snippet.current[name])
-        for name in ATTRIBUTES
-        if name in snippet.current
-    ]
+    """Upper-bound explanation naming every revealed attribute, the final word and what
+    follows."""
+    known = snippet.attributes
+    phrases = [_attribute_phrase(name, known[name]) for name in ATTRIBUTES if name in known]
     phrases.append(_final_word_phrase(snippet.final_word))
     phrases.append(_next_phrase(snippet.next_kind))
     return " ".join(phrases)
@@ -122,10 +111,10 @@ def _split_phrases(explanation: str) -> list[list[str]]:
 
 
 def attributes_named(explanation: str) -> dict[str, set[str]]:
-    """Current-sentence values an explanation names, per attribute (plus `final_word`).
+    """Values an explanation names, per attribute (plus `final_word` and `next`).
 
-    Only exact template phrases count; "earlier , ..." phrases and free text are ignored, so
-    a malformed generation simply names nothing.
+    Only exact template phrases count; free text is ignored, so a malformed generation simply
+    names nothing.
     """
     named: dict[str, set[str]] = {}
     for tokens in _split_phrases(explanation):
@@ -163,9 +152,9 @@ def _parse_next(rest: tuple[str, ...]) -> str | None:
 
 
 def snippet_attribute_values(snippet: Snippet) -> dict[str, set[str]]:
-    """Ground truth in the shape `attributes_named` returns: current attributes, final word and
-    what must follow."""
-    values = {name: {value} for name, value in snippet.current.items()}
+    """Ground truth in the shape `attributes_named` returns: revealed attributes, final word and
+    what follows."""
+    values = {name: {value} for name, value in snippet.attributes.items()}
     values[FINAL_WORD_KEY] = {snippet.final_word}
     values[NEXT_KEY] = {snippet.next_kind}
     return values

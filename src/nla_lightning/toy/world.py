@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,28 +127,20 @@ VALUES: dict[str, tuple[str, ...]] = {
     "action": ACTIONS,
 }
 
-# Slots are written "{attribute}"; every other token is a function word with role None.
-SHAPES: tuple[str, ...] = (
-    "{who} {action} the {colour} {object} in the {where} .",
-    "in the {where} , the {colour} {object} was {action} by {who} .",
-    "{who} , who was in the {where} , {action} a {colour} {object} .",
-    "the {colour} {object} was {action} by {who} in the {where} .",
-    "at the {where} , {who} {action} the {colour} {object} .",
-    "{who} {action} a {object} that was {colour} near the {where} .",
-    "it was {who} who {action} the {colour} {object} at the {where} .",
-    "a {colour} {object} in the {where} was {action} by {who} .",
-    "near the {where} , {who} quietly {action} the {object} , which was {colour} .",
-    "the {object} that {who} {action} in the {where} was {colour} .",
-)
+# A document describes ONE scene (a value per attribute) in several sentences of keywords; every
+# keyword names an attribute chosen at random, so any value seen so far may come next. A model
+# that predicts the next word well must therefore keep the whole scene seen so far in its
+# residual stream at every position, which is what the NLA is asked to read back.
+END_OF_SENTENCE = "."
+SENTENCE_WORDS = (3, 6)  # keywords per sentence, before the full stop
 
-FUNCTION_WORDS: tuple[str, ...] = tuple(
-    sorted({w for shape in SHAPES for w in shape.split() if not w.startswith("{")})
-)
+FUNCTION_WORDS: tuple[str, ...] = (END_OF_SENTENCE,)
 
 
 @dataclass(frozen=True)
 class Sentence:
-    """One sentence: its words, its attribute values and which attribute each word realises."""
+    """One sentence: its words, the attribute values it names and which attribute each word
+    realises (None for the full stop)."""
 
     words: tuple[str, ...]
     attributes: dict[str, str]
@@ -186,6 +179,15 @@ class Snippet:
     next_kind: str = "end"
 
     @property
+    def attributes(self) -> dict[str, str]:
+        """Every attribute the text has revealed so far, with its latest value: the current
+        sentence's where it has named the attribute, else the most recent earlier sentence's."""
+        known: dict[str, str] = {}
+        for sentence in (*self.earlier, self.current):
+            known.update(sentence)
+        return known
+
+    @property
     def ground_truth(self) -> dict[str, Any]:
         """JSON-serialisable ground truth (everything except the text)."""
         return {
@@ -222,30 +224,28 @@ class Snippet:
         return cls.from_ground_truth(data["text"], data)
 
 
-def make_sentence(shape: str, attributes: dict[str, str]) -> Sentence:
-    """Fill a shape's slots with attribute values."""
-    words: list[str] = []
-    roles: list[str | None] = []
-    for token in shape.split():
-        if token.startswith("{"):
-            name = token[1:-1]
-            words.append(attributes[name])
-            roles.append(name)
-        else:
-            words.append(token)
-            roles.append(None)
-    return Sentence(words=tuple(words), attributes=dict(attributes), roles=tuple(roles))
+def make_sentence(roles: Sequence[str], scene: dict[str, str]) -> Sentence:
+    """The keywords of `scene` for each attribute in `roles`, then a full stop."""
+    words = [scene[name] for name in roles]
+    return Sentence(
+        words=(*words, END_OF_SENTENCE),
+        attributes={name: scene[name] for name in roles},
+        roles=(*roles, None),
+    )
 
 
-def _random_sentence(rng: random.Random) -> Sentence:
-    shape = rng.choice(SHAPES)
-    # Independent uniform draws so no attribute predicts another.
-    attributes = {name: rng.choice(VALUES[name]) for name in ATTRIBUTES}
-    return make_sentence(shape, attributes)
+def random_scene(rng: random.Random) -> dict[str, str]:
+    """Independent uniform draws, so no attribute predicts another."""
+    return {name: rng.choice(VALUES[name]) for name in ATTRIBUTES}
+
+
+def _random_sentence(rng: random.Random, scene: dict[str, str]) -> Sentence:
+    roles = [rng.choice(ATTRIBUTES) for _ in range(rng.randint(*SENTENCE_WORDS))]
+    return make_sentence(roles, scene)
 
 
 def generate_document(
-    doc_id: int, seed: int, min_sentences: int = 2, max_sentences: int = 4
+    doc_id: int, seed: int, min_sentences: int = 3, max_sentences: int = 6
 ) -> Document:
     """Generate one document; depends only on (seed, doc_id) so corpora can be sharded."""
     if not 1 <= min_sentences <= max_sentences:
@@ -254,11 +254,12 @@ def generate_document(
         )
     rng = random.Random(f"{seed}:doc:{doc_id}")
     n = rng.randint(min_sentences, max_sentences)
-    return Document(doc_id=doc_id, sentences=tuple(_random_sentence(rng) for _ in range(n)))
+    scene = random_scene(rng)
+    return Document(doc_id=doc_id, sentences=tuple(_random_sentence(rng, scene) for _ in range(n)))
 
 
 def generate_documents(
-    n_docs: int, seed: int, min_sentences: int = 2, max_sentences: int = 4
+    n_docs: int, seed: int, min_sentences: int = 3, max_sentences: int = 6
 ) -> list[Document]:
     """Generate documents 0..n_docs-1; a prefix of a larger corpus equals a smaller corpus."""
     return [generate_document(i, seed, min_sentences, max_sentences) for i in range(n_docs)]
