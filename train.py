@@ -16,8 +16,25 @@ def main(cfg: DictConfig) -> float | None:
     except NLAConfigError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    # Returned for sweepers (Optuna maximises the held-out FVE).
-    return summary["stages"].get("ar_sft", {}).get("fve")
+    return objective(summary, cfg.get("optimized_metric"))
+
+
+def objective(summary: dict, path: str | None) -> float | None:
+    """The number a sweeper optimises: summary.json at the dotted `path` (None without one)."""
+    if not path:
+        return None
+    value = summary
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            print(
+                f"\nerror: optimized_metric={path} is not in this run's summary.json (stages "
+                f"run: {sorted(summary.get('stages', {}))}); pick a number it holds, e.g. "
+                "stages.rl.fve or stages.ar_sft.fve",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        value = value[key]
+    return float(value)
 
 
 if __name__ == "__main__":

@@ -99,8 +99,30 @@ TINY_RUN = [
     "stage.rl.max_new_tokens=8",
     "stage.rl.eval_rows=8",
     "stage.rl.checkpoint_every=1",
+    "stage.rl.eval_every=1",
+    "stage.eval.rows=16",
+    "stage.eval.fidelity_rows=8",
     "trainer.enable_progress_bar=false",
 ]
+
+
+def plain(overrides: list[str], out_dir: Path) -> dict:
+    """The composed config as the pipeline receives it, writing to `out_dir`."""
+    from omegaconf import OmegaConf
+
+    cfg = compose([*overrides, f"paths.output_dir={out_dir}"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One whole tiny run (every stage, eval included) shared by the tests that read a run:
+    (summary, run dir). Three RL steps, each logged, so curves have several points."""
+    from nla_lightning.pipeline import run
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    summary = run(plain([*TINY_RUN, "stage.rl.steps=3", "trainer.log_every_n_steps=1"], out))
+    return summary, out
 
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "pink", "brown", "black"]

@@ -8,26 +8,14 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf
 
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.pipeline import run
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.verbalizer import ActivationVerbalizer
-from tests.conftest import TINY_RUN, compose
+from tests.conftest import TINY_RUN, compose, plain
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def plain(overrides, out_dir):
-    cfg = compose([*overrides, f"paths.output_dir={out_dir}"])
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    return run(plain(TINY_RUN, out)), out
 
 
 def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
@@ -45,7 +33,7 @@ def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
         assert (out / "data" / f"{part}.parquet.nla_meta.yaml").exists()
     assert (out / "logs" / "av_sft" / "metrics.csv").exists()
     rl = stages["rl"]
-    assert rl["steps"] == 2
+    assert rl["steps"] == 3
     for key in ("fve_start", "fve", "fve_shuffled"):
         assert isinstance(rl[key], float)
     assert (out / "rl_checkpoints" / "last.ckpt").exists()
@@ -63,13 +51,15 @@ def test_rl_stage_resumes_from_a_previous_run(tiny_run, tmp_path):
             *TINY_RUN,
             "stage=rl",
             f"stage.rl.from_run={previous}",
-            "stage.rl.steps=3",
+            "stage.rl.steps=4",
             f"ckpt_path={previous / 'rl_checkpoints' / 'step-2.ckpt'}",
         ],
         tmp_path,
     )
     summary = run(cfg)
-    assert summary["stages"]["rl"]["steps"] == 3
+    assert summary["stages"]["rl"]["steps"] == 4
+    # The curve starts where the checkpoint left off.
+    assert [p["step"] for p in summary["stages"]["rl"]["curve"]] == [2, 3, 4]
     assert "av_sft" not in summary["stages"]
 
 

@@ -16,6 +16,7 @@ import torch
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.eval_stage import checkpoint_pairs
 from nla_lightning.lora import add_lora, check_mode, gradient_checkpointing
 from nla_lightning.meta import (
     REFERENCE_ACTOR_TEMPLATE,
@@ -32,7 +33,7 @@ from nla_lightning.training import device_of, loader, make_logger, make_trainer
 from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses, extract_explanation
 
 TOY_ACTOR_TEMPLATE = "Explain the vector <concept>{injection_char}</concept> ."
-STAGES = ("extract", "av_sft", "ar_sft", "rl")
+STAGES = ("extract", "av_sft", "ar_sft", "rl", "eval")
 
 
 def templates(name: str) -> tuple[str, str]:
@@ -325,8 +326,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         raise NLAConfigError(f"unknown stages {unknown}: choose from {list(STAGES)}")
 
     summary: dict[str, Any] = {"seed": cfg["seed"], "stages": {}}
-    if stages == ["rl"]:
-        meta, paths, source = _previous_run(cfg)
+    if stages[0] in ("rl", "eval"):
+        meta, paths, source = _previous_run(cfg, stages[0])
     else:
         target, documents = prepare_target(cfg, out_dir)
         meta, paths, data_report = prepare_data(cfg, target, documents, out_dir)
@@ -345,6 +346,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
         warm = source / "checkpoints"
         summary["stages"]["rl"] = train_rl(cfg, meta, warm / "av", warm / "ar", paths, out_dir)
+    if "eval" in stages:
+        summary["stages"]["eval"] = evaluate(cfg, meta, paths, source, out_dir)
     summary["checkpoints"] = {
         name: str(out_dir / "checkpoints" / name)
         for name in ("av", "ar", "rl/av", "rl/ar")
@@ -356,20 +359,39 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _previous_run(cfg: dict[str, Any]) -> tuple[NLAMeta, dict[str, Path], Path]:
-    """stage=rl alone: the warm start and data of an earlier run (stage.rl.from_run)."""
-    source = cfg["stage"]["rl"].get("from_run")
+def _previous_run(cfg: dict[str, Any], stage: str) -> tuple[NLAMeta, dict[str, Path], Path]:
+    """stage=rl or stage=eval alone: the NLA and data of an earlier run (stage.<stage>.from_run)."""
+    source = cfg["stage"][stage].get("from_run")
+    needs = {"rl": "a warm start", "eval": "a trained NLA"}[stage]
     if not source:
         raise NLAConfigError(
-            "stage=rl starts from a warm start: pass stage.rl.from_run=<a run dir holding "
+            f"stage={stage} needs {needs}: pass stage.{stage}.from_run=<a run dir holding "
             "checkpoints/av, checkpoints/ar and data/>, or run the default stage=all"
         )
     source = Path(source)
-    paths = {name: source / "data" / f"{name}.parquet" for name in ("rl", "eval")}
-    missing = [str(p) for p in [source / "checkpoints" / "av", *paths.values()] if not p.exists()]
+    paths = {name: source / "data" / f"{name}.parquet" for name in ("ar_sft", "rl", "eval")}
+    required = [source / "checkpoints" / "av", paths["eval"]]
+    if stage == "rl":
+        required.append(paths["rl"])
+    missing = [str(p) for p in required if not p.exists()]
     if missing:
         raise NLAConfigError(f"{source} is not a finished warm-start run: missing {missing}")
     return NLAMeta.load(source / "checkpoints" / "av"), paths, source
+
+
+def evaluate(
+    cfg: dict[str, Any], meta: NLAMeta, paths: dict[str, Path], source: Path, out_dir: Path
+) -> dict[str, Any]:
+    """stage eval: every NLA of this run (RL output here, warm start here or in `source`);
+    eval.json goes to this run and, for stage=eval of an earlier run, to that run too."""
+    from nla_lightning.eval_stage import evaluate_run
+
+    pairs = checkpoint_pairs(source, required=False)
+    pairs.update(checkpoint_pairs(out_dir, required=False))
+    report = evaluate_run(cfg, meta, paths, pairs, source, out_dir)
+    if source != out_dir and cfg["stage"]["run"] == ["eval"]:
+        (source / "eval.json").write_text((out_dir / "eval.json").read_text())
+    return report
 
 
 def human_summary(summary: dict[str, Any], out_dir: Path) -> str:

@@ -13,6 +13,7 @@ from nla_lightning.checkpointing import AtomicCheckpointIO, RLCheckpoint
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.evaluation import evaluate_nla
+from nla_lightning.held_out import HeldOutCurve, log_held_out
 from nla_lightning.lora import (
     add_lora,
     check_mode,
@@ -140,16 +141,20 @@ def train_rl(
         av, ar, rl_data.activations, hp, reference, examples_path=out_dir / "rl_examples.jsonl"
     )
     logger = make_logger(cfg, out_dir, "rl") or False
+    start_step = _resumed_step(cfg.get("ckpt_path"))
+    log_held_out(logger, start_step, before)
+    curve = HeldOutCurve(evaluate, rl_cfg.get("eval_every", 0))
     options = {k: v for k, v in cfg["trainer"].items() if k not in ("gradient_clip_val",)}
     trainer = L.Trainer(
         max_epochs=-1,
         logger=logger,
         callbacks=[
+            curve,
             RLCheckpoint(
                 out_dir / "rl_checkpoints",
                 rl_cfg["checkpoint_every"],
                 out_dir / "rl_exports" if rl_cfg["export_every_checkpoint"] else None,
-            )
+            ),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
@@ -159,6 +164,7 @@ def train_rl(
     )
     trainer.fit(module, ckpt_path=cfg.get("ckpt_path"))
     after = evaluate()
+    log_held_out(logger, module.steps_done, after)
     exports = module.export(out_dir / "checkpoints" / "rl")
     return {
         "fve_start": before["fve"],
@@ -169,6 +175,22 @@ def train_rl(
         "response_length": after["response_length"],
         "steps": module.steps_done,
         "eval_rows": len(held_out),
+        "curve": [
+            {"step": start_step, **before},
+            *curve.curve,
+            {"step": module.steps_done, **after},
+        ],
         "checkpoints": {k: str(v) for k, v in exports.items()},
         "wall_s": round(time.time() - started, 1),
     }
+
+
+def _resumed_step(ckpt_path: str | None) -> int:
+    """The RL step a run resumes from (0 for a fresh run), for the first point of the curve."""
+    if not ckpt_path:
+        return 0
+    import torch
+
+    # Memory-mapped: only the step counter is read, not the weights.
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    return int(state.get("state_dict", {}).get("step_count", torch.tensor(0)))

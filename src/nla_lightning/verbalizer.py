@@ -152,7 +152,9 @@ class ActivationVerbalizer(nn.Module):
         self.tokenizer = tokenizer
         self.meta = meta
         prompt = av_prompt_ids(tokenizer, meta)
-        self.register_buffer("prompt_ids", torch.tensor(prompt), persistent=False)
+        # On the model's device: a model loaded straight onto a GPU is never moved as a whole.
+        device = next(model.parameters()).device
+        self.register_buffer("prompt_ids", torch.tensor(prompt, device=device), persistent=False)
         self.injector = EmbeddingInjector(model, meta, prompt.index(meta.injection_token_id))
 
     @property

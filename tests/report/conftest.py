@@ -7,32 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
-from tests.conftest import TINY_RUN, compose
-
-# A few more RL steps, each logged, so the curves have several points; no RL checkpoints
-# beyond the last one, which the report does not read.
-REPORT_RUN = [
-    *TINY_RUN,
-    "stage.rl.steps=3",
-    "stage.rl.checkpoint_every=100",
-    "trainer.log_every_n_steps=1",
-]
-
-
-def plain(overrides: list[str], out_dir: Path) -> dict:
-    cfg = compose([*overrides, f"paths.output_dir={out_dir}"])
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 @pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    from nla_lightning.pipeline import run
-
-    out = tmp_path_factory.mktemp("report_run")
-    run(plain(REPORT_RUN, out))
-    return out
+def real_run(tiny_run) -> Path:
+    """The session's whole tiny run (tests/conftest.py)."""
+    return tiny_run[1]
 
 
 def copy_run(source: Path, target: Path) -> Path:
