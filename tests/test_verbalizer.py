@@ -97,6 +97,22 @@ def test_sampling_is_batched_grouped_and_injects_in_prefill_only(av, meta):
             assert m[: ends[0] + 1].all() and not m[ends[0] + 1 :].any()
 
 
+def test_temperature_zero_is_greedy(av, meta):
+    acts = torch.randn(2, meta.d_model) * 5
+    torch.manual_seed(1)
+    first = av.sample(acts, group_size=2, max_new_tokens=6, temperature=0.0)
+    torch.manual_seed(2)
+    again = av.sample(acts, group_size=2, max_new_tokens=6, temperature=0.0)
+    assert torch.equal(first.response_ids, again.response_ids)  # no randomness at all
+    assert torch.equal(first.response_ids[0], first.response_ids[1])  # a group is one answer
+    torch.manual_seed(1)
+    sampled = av.sample(acts, group_size=2, max_new_tokens=6, temperature=1.0)
+    torch.manual_seed(2)
+    assert not torch.equal(
+        sampled.response_ids, av.sample(acts, group_size=2, max_new_tokens=6).response_ids
+    )
+
+
 def test_missing_or_repeated_injection_token_is_an_error(av, meta):
     from nla_lightning.verbalizer import EmbeddingInjector
 

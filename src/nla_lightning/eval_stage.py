@@ -62,13 +62,19 @@ def fve_of(predicted: torch.Tensor, truth: torch.Tensor, meta: NLAMeta) -> float
 
 @torch.no_grad()
 def explain_all(
-    av: ActivationVerbalizer, activations: torch.Tensor, batch_size: int, max_new_tokens: int
+    av: ActivationVerbalizer,
+    activations: torch.Tensor,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float = 0.0,
 ) -> list[str | None]:
-    """One sampled explanation per activation (None where the AV wrote no explanation)."""
+    """One explanation per activation, greedy at temperature 0 (None where the AV wrote no
+    explanation)."""
     out: list[str | None] = []
     for start in range(0, len(activations), batch_size):
         batch = activations[start : start + batch_size].to(av.prompt_ids.device)
-        out.extend(av.sample(batch, max_new_tokens=max_new_tokens).explanations)
+        rollout = av.sample(batch, max_new_tokens=max_new_tokens, temperature=temperature)
+        out.extend(rollout.explanations)
     return out
 
 
@@ -103,9 +109,10 @@ def evaluate_pair(
     meta = av.meta
     shuffle = derangement(len(activations), seed)
     size, new_tokens = eval_cfg["batch_size"], eval_cfg["max_new_tokens"]
+    temperature = eval_cfg.get("temperature", 0.0)
     torch.manual_seed(seed)
-    explanations = explain_all(av, activations, size, new_tokens)
-    shuffled_explanations = explain_all(av, activations[shuffle], size, new_tokens)
+    explanations = explain_all(av, activations, size, new_tokens, temperature)
+    shuffled_explanations = explain_all(av, activations[shuffle], size, new_tokens, temperature)
     predicted = reconstruct_explanations(ar, explanations, size).cpu()
     shuffled_predicted = reconstruct_explanations(ar, shuffled_explanations, size).cpu()
     result: dict[str, Any] = {

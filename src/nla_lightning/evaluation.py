@@ -28,9 +28,11 @@ def evaluate_nla(
     batch_size: int = 64,
     max_new_tokens: int = 40,
     seed: int = 0,
+    temperature: float = 1.0,
 ) -> dict[str, float]:
     """FVE of AR(AV(h)) on held-out activations, and the same with each AV fed another row's
-    activation (the shuffled control), plus the AV's failure rate and response length."""
+    activation (the shuffled control), plus the AV's failure rate and response length.
+    Temperature 0 scores the AV's greedy explanation."""
     was_training = av.training, ar.training
     av.eval()
     ar.eval()
@@ -44,7 +46,9 @@ def evaluate_nla(
         failures, tokens = 0, 0
         for start in range(0, len(activations), batch_size):
             rollout = av.sample(
-                source[start : start + batch_size].to(device), max_new_tokens=max_new_tokens
+                source[start : start + batch_size].to(device),
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
             )
             predicted = reconstruct_explanations(ar, rollout.explanations, batch_size)
             metric.update(predicted.cpu(), activations[start : start + batch_size])

@@ -133,8 +133,15 @@ def train_rl(
     ar = build_ar(ar_dir, train, device)
     rl_data = read_activations(paths["rl"], expect=meta)
     held_out = read_activations(paths["eval"], expect=meta).activations[: rl_cfg["eval_rows"]]
+    # Scored like the eval stage (same decoding), so the curve ends where eval.json starts.
+    temperature = cfg["stage"].get("eval", {}).get("temperature", 1.0)
     evaluate = lambda: evaluate_nla(  # noqa: E731
-        av, ar, held_out, max_new_tokens=hp.max_new_tokens, seed=cfg["seed"]
+        av,
+        ar,
+        held_out,
+        max_new_tokens=hp.max_new_tokens,
+        seed=cfg["seed"],
+        temperature=temperature,
     )
     before = evaluate()
     module = NLARLModule(

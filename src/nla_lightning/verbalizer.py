@@ -194,8 +194,14 @@ class ActivationVerbalizer(nn.Module):
         max_new_tokens: int = 150,
         temperature: float = 1.0,
     ) -> Rollout:
-        """Sample `group_size` responses per activation in one batched, KV-cached generate.
-        Rows are grouped: rows g*i .. g*i+g-1 belong to activation i."""
+        """Sample `group_size` responses per activation in one batched, KV-cached generate
+        (temperature 0: the greedy response). Rows are grouped: rows g*i .. g*i+g-1 belong to
+        activation i."""
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            if temperature > 0
+            else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+        )
         vectors = activations.repeat_interleave(group_size, dim=0)
         n = vectors.shape[0]
         prompt = self.prompt_ids.unsqueeze(0).expand(n, -1)
@@ -204,16 +210,13 @@ class ActivationVerbalizer(nn.Module):
             out = self.model.generate(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
                 max_new_tokens=max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=self.pad_id,
                 # The injection character means "vector here"; the AV must never write it.
                 suppress_tokens=[self.meta.injection_token_id],
                 use_cache=True,
+                **sampling,
             )
         response = out[:, prompt.shape[1] :]
         is_eos = response == eos

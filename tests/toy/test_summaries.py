@@ -83,3 +83,21 @@ def test_next_kind_is_the_role_of_the_following_word():
     assert snippet_at(doc, 1).next_kind == "attribute:action"
     assert snippet_at(doc, 3).next_kind == "word:."
     assert snippet_at(doc, len(doc.words)).next_kind == "end"
+
+
+def test_unknown_attributes_are_said_but_name_no_value():
+    from nla_lightning.toy.summaries import UNKNOWN, attribute_phrase
+    from nla_lightning.toy.world import snippet_at
+
+    doc = generate_documents(1, seed=0)[0]
+    early = snippet_at(doc, 1)  # one keyword: four attributes not revealed yet
+    missing = [a for a in ATTRIBUTES if a not in early.attributes]
+    text = write_explanation(
+        early, random.Random(0), p_final_word=1.0, p_attribute=1.0, p_unknown=1.0
+    )
+    for name in missing:
+        assert attribute_phrase(name, UNKNOWN) in text
+    assert attributes_named(text).keys() == {*early.attributes, FINAL_WORD_KEY} - {"next"}
+    assert attributes_named("the place is unknown . the person is anna .") == {"who": {"anna"}}
+    # Without p_unknown, nothing is said about what is not revealed.
+    assert "unknown" not in write_explanation(early, random.Random(0), p_attribute=1.0)

@@ -52,7 +52,8 @@ def build_toy_splits(
                 snippet,
                 rng,
                 p_final_word=writer["p_final_word"],
-                max_attributes=writer["max_attributes"],
+                p_attribute=writer["p_attribute"],
+                p_unknown=writer.get("p_unknown", 0.0),
                 p_next=writer["p_next"],
             )
         )

@@ -8,6 +8,8 @@ import re
 from nla_lightning.toy.world import ATTRIBUTES, Snippet
 
 FINAL_WORD_KEY = "final_word"
+# Said of an attribute the text has not revealed yet: a claim of absence, not a value.
+UNKNOWN = "unknown"
 NEXT_KEY = "next"
 
 # Noun used in "the <noun> is <value> ." for each attribute.
@@ -31,7 +33,7 @@ _TOKEN_RE = re.compile(r"[^\s.,]+|[.,]")
 
 def explanation_vocabulary() -> list[str]:
     """Words used by explanation templates besides attribute values (sorted, unique)."""
-    words = {"the", "is", ",", ".", "word", "nothing", *_FINAL_PREFIX}
+    words = {"the", "is", ",", ".", "word", "nothing", UNKNOWN, *_FINAL_PREFIX}
     words.update(_NEXT_PREFIX)
     words.update(ATTRIBUTE_NOUNS.values())
     words.update(_ARTICLES.values())
@@ -40,8 +42,8 @@ def explanation_vocabulary() -> list[str]:
     return sorted(words)
 
 
-def _attribute_phrase(name: str, value: str) -> str:
-    article = _ARTICLES.get(name)
+def attribute_phrase(name: str, value: str) -> str:
+    article = _ARTICLES.get(name) if value != UNKNOWN else None
     shown = f"{article} {value}" if article else value
     return f"the {ATTRIBUTE_NOUNS[name]} is {shown} ."
 
@@ -71,18 +73,27 @@ def write_explanation(
     snippet: Snippet,
     rng: random.Random,
     p_final_word: float = 0.3,
-    max_attributes: int = 2,
+    p_attribute: float = 0.3,
     p_next: float = 0.0,
+    p_unknown: float = 0.0,
 ) -> str:
-    """Partial explanation: one to `max_attributes` of the attributes the text has revealed,
-    sometimes the final word, sometimes what follows."""
-    phrases: list[str] = []
+    """Partial explanation: in a fixed order, each revealed attribute with probability
+    `p_attribute` (at least one) and each unrevealed one as "unknown" with probability
+    `p_unknown`; sometimes the final word, sometimes what follows.
+
+    Independent choices per attribute keep the warm start partial (one or two attributes on
+    average) while every longer description stays a reachable sample for RL to reinforce."""
     known = snippet.attributes
     present = [name for name in ATTRIBUTES if name in known]
-    if present:
-        k = rng.randint(1, min(max_attributes, len(present)))
-        for name in sorted(rng.sample(present, k), key=ATTRIBUTES.index):
-            phrases.append(_attribute_phrase(name, known[name]))
+    named = {name for name in present if rng.random() < p_attribute}
+    if present and not named:
+        named = {rng.choice(present)}
+    phrases = []
+    for name in ATTRIBUTES:
+        if name in named:
+            phrases.append(attribute_phrase(name, known[name]))
+        elif name not in known and rng.random() < p_unknown:
+            phrases.append(attribute_phrase(name, UNKNOWN))
     if rng.random() < p_final_word or not phrases:
         phrases.append(_final_word_phrase(snippet.final_word))
     if rng.random() < p_next:
@@ -91,10 +102,10 @@ def write_explanation(
 
 
 def write_complete_explanation(snippet: Snippet) -> str:
-    """Upper-bound explanation naming every revealed attribute, the final word and what
-    follows."""
+    """Upper-bound explanation: every attribute (its value, or unknown), the final word and
+    what follows."""
     known = snippet.attributes
-    phrases = [_attribute_phrase(name, known[name]) for name in ATTRIBUTES if name in known]
+    phrases = [attribute_phrase(name, known.get(name, UNKNOWN)) for name in ATTRIBUTES]
     phrases.append(_final_word_phrase(snippet.final_word))
     phrases.append(_next_phrase(snippet.next_kind))
     return " ".join(phrases)
@@ -126,6 +137,9 @@ def attributes_named(explanation: str) -> dict[str, set[str]]:
             if key is not None and len(rest) == 2 and rest[0] in ("a", "the"):
                 rest = rest[1:]
             value = rest[0] if key is not None and len(rest) == 1 else None
+            if value == UNKNOWN:
+                # "not revealed yet" names no value: nothing to score as right or wrong.
+                key = value = None
         elif tuple(tokens[:4]) == _FINAL_PREFIX:
             key = FINAL_WORD_KEY
             rest = tuple(tokens[4:])
