@@ -39,10 +39,11 @@ def explain_check(nla: NLA, snippets: list[Snippet], samples: int, shown: int) -
             score = max(token.scores, default=float("nan"))
             print(f"| ...{snippet.text[-40:]} | {truth} | {token.best} | {score:.2f} |")
     scores = score_attributes(best, snippets)
-    print(
-        f"\nrecall {scores['recall']:.3f}, precision {scores['precision']:.3f}, "
-        f"confabulation {scores['confabulation']:.3f} over {len(snippets)} held-out texts\n"
+    shown_scores = ", ".join(
+        f"{name} {'—' if scores[name] is None else f'{scores[name]:.3f}'}"
+        for name in ("recall", "precision", "confabulation")
     )
+    print(f"\n{shown_scores} over {len(snippets)} held-out texts\n")
     return scores
 
 

@@ -1,6 +1,5 @@
 """Real Lightning fits of the warm-start modules on a synthetic mapping they can learn."""
 
-import torch
 
 from nla_lightning.verbalizer import ActivationVerbalizer
 from tests.conftest import COLOURS
@@ -18,7 +17,7 @@ def test_av_sft_learns_to_read_the_injected_activation(warm_nla, colour_mapping)
     assert metrics["val/loss"] < metrics["val/loss_shuffled"] - 0.2
     av = ActivationVerbalizer.load(warm_nla[0])
     activations = colour_mapping[0]
-    torch.manual_seed(0)
-    said = av.eval().explain(activations[:8], max_new_tokens=12)
+    # Greedy: what the AV believes most, not one draw of it.
+    said = av.eval().explain(activations[:8], max_new_tokens=12, temperature=0.0)
     right = sum(e is not None and COLOURS[i] in e for i, e in enumerate(said))
     assert right >= 6, said

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -164,9 +165,23 @@ def map_bounded(
 ) -> list[R | Exception]:
     """Run `fn` over `items` on at most `concurrency` threads; results keep input order."""
     results: list[R | Exception] = [RuntimeError("not run")] * len(items)
+    # Set by the worker that meets a fatal rejection, before its thread can take the next row:
+    # cancelling from the main thread alone would race with the pool.
+    stop = threading.Event()
+
+    def guarded(item: T) -> R:
+        if stop.is_set():
+            raise RuntimeError("not sent: an earlier request was rejected")
+        try:
+            return fn(item)
+        except RequestRejectedError as err:
+            if err.fatal:
+                stop.set()
+            raise
+
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        futures = {pool.submit(guarded, item): i for i, item in enumerate(items)}
         for future in as_completed(futures):
             try:
                 results[futures[future]] = future.result()
