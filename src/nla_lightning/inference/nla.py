@@ -191,7 +191,8 @@ class NLA:
             torch.manual_seed(seed)
         per_call = max(1, batch_size // samples)
         starts = range(0, len(chosen), per_call)
-        if progress:
+        if progress and len(starts) > 1:
+            # Long texts only: a bar for a single batch is noise in loops over many texts.
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="explaining", unit="batch")
