@@ -137,16 +137,11 @@ def toy_tokenizer() -> Any:
 def toy_target(tokenizer: Any, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     """A randomly initialised tiny Qwen2 with the default run's architecture (as pretraining
     starts it); `overrides` change architecture fields."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **{**tiny_architecture(), **overrides},
-    )
+    from nla_lightning.target import toy_config
+
+    config = toy_config(tokenizer, {**tiny_architecture(), **overrides})
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config).eval()
 

@@ -106,6 +106,22 @@ TINY_RUN = [
 ]
 
 
+def train_py(args: list[str], cwd: Path):
+    """`python train.py ARGS` in a subprocess (offline), as a user runs it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def plain(overrides: list[str], out_dir: Path) -> dict:
     """The composed config as the pipeline receives it, writing to `out_dir`."""
     from omegaconf import OmegaConf

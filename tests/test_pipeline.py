@@ -1,9 +1,6 @@
 """The real entry: Hydra composition of conf/, a full tiny run, the CLI and multirun."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ from nla_lightning.errors import NLAConfigError
 from nla_lightning.pipeline import run
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.verbalizer import ActivationVerbalizer
-from tests.conftest import TINY_RUN, compose, plain
+from tests.conftest import TINY_RUN, compose, plain, train_py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,26 +100,14 @@ def test_unknown_model_name_lists_the_choices():
         compose(["model=qwen9000"])
 
 
-def _train_py(args, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_cli_qwen_exits_with_a_clear_message(tmp_path):
-    done = _train_py(["model=qwen", "layer=18", f"hydra.run.dir={tmp_path}"], tmp_path)
+    done = train_py(["model=qwen", "layer=18", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert done.returncode == 2
     assert "could not be downloaded" in done.stderr and "model.path" in done.stderr
 
 
 def test_cli_multirun_over_seeds(tmp_path):
-    done = _train_py(["-m", "seed=1,2", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    done = train_py(["-m", "seed=1,2", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     seeds = sorted(json.loads((tmp_path / d / "summary.json").read_text())["seed"] for d in "01")
     assert seeds == [1, 2]

@@ -1,6 +1,5 @@
 """Real Lightning fits of the warm-start modules on a synthetic mapping they can learn."""
 
-
 from nla_lightning.verbalizer import ActivationVerbalizer
 from tests.conftest import COLOURS
 

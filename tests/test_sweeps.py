@@ -1,34 +1,19 @@
 """Hydra multirun over RL knobs, the Optuna search and the headline experiment config."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import TINY_RUN, compose
+from tests.conftest import TINY_RUN, compose, train_py
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _train_py(args, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_multirun_over_rl_beta_from_one_warm_start(tiny_run, tmp_path):
     _, warm = tiny_run
     args = ["-m", *TINY_RUN, "stage=rl", f"stage.rl.from_run={warm}", "stage.rl.beta=0.0,0.05"]
-    done = _train_py([*args, f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    done = train_py([*args, f"hydra.sweep.dir={tmp_path}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     betas = []
     for job in ("0", "1"):
@@ -49,7 +34,7 @@ def test_optuna_search_maximises_held_out_fve(tiny_run, tmp_path):
         f"stage.rl.from_run={warm}",
         f"hydra.sweep.dir={tmp_path}",
     ]
-    done = _train_py(args, tmp_path)
+    done = train_py(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     trials = [json.loads((tmp_path / j / "summary.json").read_text()) for j in ("0", "1")]
@@ -69,7 +54,7 @@ def test_a_missing_optimized_metric_is_a_clear_error(tiny_run, tmp_path):
         "stage.rl.steps=1",
         "optimized_metric=stages.eval.fve",
     ]
-    done = _train_py([*args, f"hydra.run.dir={tmp_path}"], tmp_path)
+    done = train_py([*args, f"hydra.run.dir={tmp_path}"], tmp_path)
     assert done.returncode == 2
     assert "optimized_metric=stages.eval.fve" in done.stderr and "['rl']" in done.stderr
 

@@ -44,6 +44,20 @@ def load_hub_target(model_cfg: dict[str, Any]) -> Target:
     return Target(name=model_cfg["name"], path=path, tokenizer=tokenizer, config=config)
 
 
+def toy_config(tokenizer: Any, architecture: dict[str, Any]) -> Any:
+    """The toy target's Qwen2 config: the architecture fields plus the tokenizer's ids."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **architecture,
+    )
+
+
 def build_toy_target(
     model_cfg: dict[str, Any],
     tokenizer: Any,
@@ -54,18 +68,10 @@ def build_toy_target(
     seed: int,
 ) -> Target:
     """A Qwen2-architecture model built from config, pretrained on `corpus`, saved to disk."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
     started = time.time()
-    arch = dict(model_cfg["architecture"])
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **arch,
-    )
+    config = toy_config(tokenizer, dict(model_cfg["architecture"]))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     pretrain = model_cfg["pretrain"]
