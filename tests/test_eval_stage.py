@@ -65,3 +65,13 @@ def test_stage_eval_needs_a_run_to_evaluate(tmp_path):
         run(plain([*TINY_RUN, "stage=eval"], tmp_path))
     with pytest.raises(NLAConfigError, match="not a finished"):
         run(plain([*TINY_RUN, "stage=eval", f"stage.eval.from_run={tmp_path}"], tmp_path))
+
+
+def test_printed_summary_has_a_line_per_evaluated_nla(tiny_run):
+    from nla_lightning.pipeline import human_summary
+
+    summary, out = tiny_run
+    text = human_summary(summary, out)
+    assert "eval     16 held-out rows (eval.json)" in text
+    rl_fve = summary["stages"]["eval"]["fve"]["rl"]["fve"]
+    assert f"after RL   FVE {rl_fve:.3f}" in text and "warm start FVE" in text

@@ -428,5 +428,27 @@ def human_summary(summary: dict[str, Any], out_dir: Path) -> str:
             f"{r['fve']:.3f}  (shuffled control {r['fve_shuffled_start']:.3f} -> "
             f"{r['fve_shuffled']:.3f})"
         )
+    if "eval" in stages:
+        lines.extend(_eval_lines(stages["eval"]))
     lines.append(f"  outputs  {out_dir}")
     return "\n".join(lines)
+
+
+def _eval_lines(report: dict[str, Any]) -> list[str]:
+    """One line per NLA of eval.json: FVE, attributes (toy world) and fidelity."""
+    names = {"warm_start": "warm start", "rl": "after RL"}
+    lines = [f"  eval     {report['eval_rows']} held-out rows (eval.json)"]
+    for condition, name in names.items():
+        if condition not in report["fve"]:
+            continue
+        parts = [f"FVE {report['fve'][condition]['fve']:.3f}"]
+        scores = report["attributes"].get(condition)
+        if scores and scores["recall"] is not None:
+            precision = scores["precision"]
+            shown = "-" if precision is None else f"{precision:.3f}"
+            parts.append(f"recall {scores['recall']:.3f} precision {shown}")
+        kl = report["fidelity"].get(condition)
+        if kl:
+            parts.append(f"KL {kl['kl_nla']:.3f} (mean {kl['kl_mean']:.3f})")
+        lines.append(f"    {name:<11}" + ", ".join(parts))
+    return lines
