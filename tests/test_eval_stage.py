@@ -42,6 +42,9 @@ def test_rl_logs_a_held_out_curve(tiny_run):
         logged = [r for r in csv.DictReader(f) if r.get("val/fve")]
     assert [int(r["step"]) for r in logged] == [0, 1, 2, 3]
     assert float(logged[-1]["val/fve"]) == pytest.approx(curve[-1]["fve"])
+    # The toy world's ground truth scores every point of the curve too.
+    assert all(0.0 <= p["recall"] <= 1.0 for p in curve)
+    assert float(logged[-1]["val/recall"]) == pytest.approx(curve[-1]["recall"])
 
 
 def test_stage_eval_of_an_earlier_run_writes_eval_json_there(tiny_run, tmp_path):

@@ -29,10 +29,12 @@ def evaluate_nla(
     max_new_tokens: int = 40,
     seed: int = 0,
     temperature: float = 1.0,
+    snippets: list | None = None,
 ) -> dict[str, float]:
     """FVE of AR(AV(h)) on held-out activations, and the same with each AV fed another row's
     activation (the shuffled control), plus the AV's failure rate and response length.
-    Temperature 0 scores the AV's greedy explanation."""
+    Temperature 0 scores the AV's greedy explanation. With the rows' toy-world `snippets`, also
+    the attribute recall, precision and confabulation of the explanations."""
     was_training = av.training, ar.training
     av.eval()
     ar.eval()
@@ -43,7 +45,7 @@ def evaluate_nla(
     for name, source in (("fve", activations), ("fve_shuffled", shuffled)):
         torch.manual_seed(seed)
         metric = FVE(meta.d_model, meta.mse_scale)
-        failures, tokens = 0, 0
+        failures, tokens, said = 0, 0, []
         for start in range(0, len(activations), batch_size):
             rollout = av.sample(
                 source[start : start + batch_size].to(device),
@@ -53,11 +55,18 @@ def evaluate_nla(
             predicted = reconstruct_explanations(ar, rollout.explanations, batch_size)
             metric.update(predicted.cpu(), activations[start : start + batch_size])
             failures += sum(e is None for e in rollout.explanations)
+            said.extend(rollout.explanations)
             tokens += int(rollout.lengths.sum())
         results[name] = float(metric.compute())
         if name == "fve":
             results["failure_rate"] = failures / len(activations)
             results["response_length"] = tokens / len(activations)
+            if snippets is not None:
+                from nla_lightning.toy.scoring import score_attributes
+
+                scores = score_attributes(said, snippets[: len(said)])
+                for key in ("recall", "precision", "confabulation"):
+                    results[key] = scores[key]
     av.train(was_training[0])
     ar.train(was_training[1])
     return results

@@ -9,11 +9,13 @@ import lightning as L
 
 
 def log_held_out(logger: Any, step: int, result: dict[str, float]) -> None:
-    """Write one point of the curve as `val/fve` and `val/fve_shuffled` at `step`."""
+    """Write one point of the curve at `step`: `val/fve`, `val/fve_shuffled` and, in the toy
+    world, `val/recall`, `val/precision` and `val/confabulation`."""
     if not logger:
         return
+    names = ("fve", "fve_shuffled", "recall", "precision", "confabulation")
     logger.log_metrics(
-        {"val/fve": result["fve"], "val/fve_shuffled": result["fve_shuffled"]}, step=step
+        {f"val/{k}": result[k] for k in names if result.get(k) is not None}, step=step
     )
     logger.save()
 

@@ -12,6 +12,7 @@ import lightning as L
 from nla_lightning.checkpointing import AtomicCheckpointIO, RLCheckpoint
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.eval_stage import toy_snippets
 from nla_lightning.evaluation import evaluate_nla
 from nla_lightning.held_out import HeldOutCurve, log_held_out
 from nla_lightning.lora import (
@@ -132,7 +133,9 @@ def train_rl(
     av, reference = build_av(av_dir, train, device)
     ar = build_ar(ar_dir, train, device)
     rl_data = read_activations(paths["rl"], expect=meta)
-    held_out = read_activations(paths["eval"], expect=meta).activations[: rl_cfg["eval_rows"]]
+    eval_table = read_activations(paths["eval"], expect=meta)
+    held_out = eval_table.activations[: rl_cfg["eval_rows"]]
+    snippets = toy_snippets({k: v[: len(held_out)] for k, v in eval_table.columns.items()})
     # Scored like the eval stage (same decoding), so the curve ends where eval.json starts.
     temperature = cfg["stage"].get("eval", {}).get("temperature", 1.0)
     evaluate = lambda: evaluate_nla(  # noqa: E731
@@ -142,6 +145,7 @@ def train_rl(
         max_new_tokens=hp.max_new_tokens,
         seed=cfg["seed"],
         temperature=temperature,
+        snippets=snippets,
     )
     before = evaluate()
     module = NLARLModule(

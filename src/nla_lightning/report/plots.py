@@ -162,7 +162,7 @@ def _panels(runs: list[Run], path: Path, stage: str, panels: list[tuple[str, str
             if series := runs[i].series(stage, column):
                 _training_line(ax, series, i, None)
         ax.set(ylabel=ylabel)
-        if "rate" in column:  # a share: the whole 0..1 range, so 0.96 does not look like 0
+        if "rate" in column or column in SHARES:  # the whole 0..1 range: 0.96 is not 0
             ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
         _steps_axis(ax)
@@ -170,6 +170,23 @@ def _panels(runs: list[Run], path: Path, stage: str, panels: list[tuple[str, str
     _run_legend(axes[0], runs, drawn)
     _save(fig, path)
     return True
+
+
+# Held-out scores that are shares of a whole, drawn on 0..1 like the rates.
+SHARES = ("val/recall", "val/precision", "val/confabulation")
+
+
+def plot_attribute_curve(runs: list[Run], path: Path) -> bool:
+    return _panels(
+        runs,
+        path,
+        "rl",
+        [
+            ("val/recall", "attribute recall"),
+            ("val/precision", "precision"),
+            ("val/confabulation", "confabulation"),
+        ],
+    )
 
 
 def plot_reward_kl(runs: list[Run], path: Path) -> bool:
@@ -279,6 +296,11 @@ PLOTS = {
         "Attribute recall: warm start, after RL, shuffled control",
         plot_attribute_recall,
         "no run has attribute scores in eval.json (toy world, stage=eval)",
+    ),
+    "attribute_curve.png": (
+        "Held-out attribute recall, precision and confabulation during RL",
+        plot_attribute_curve,
+        "no run logged attribute scores during RL (toy world)",
     ),
     "sft_loss.png": (
         "Warm-start (SFT) losses",
