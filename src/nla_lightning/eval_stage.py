@@ -19,10 +19,10 @@ from nla_lightning.activations import normalise
 from nla_lightning.data.datasets import derangement
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.evaluation import reconstruct_explanations
+from nla_lightning.evaluation import round_trip
 from nla_lightning.inference.fidelity import last_token_kl
 from nla_lightning.meta import NLAMeta
-from nla_lightning.metrics import FVE, mean_baseline_fve
+from nla_lightning.metrics import fve, mean_baseline_fve
 from nla_lightning.models import load_causal_lm, load_tokenizer
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.training import device_of
@@ -31,18 +31,13 @@ from nla_lightning.verbalizer import ActivationVerbalizer
 CHECKPOINTS = {"warm_start": ("av", "ar"), "rl": ("rl/av", "rl/ar")}
 
 
-def checkpoint_pairs(run_dir: Path, required: bool = True) -> dict[str, tuple[Path, Path]]:
-    """The (AV, AR) directories a run holds, by condition."""
+def checkpoint_pairs(run_dir: Path) -> dict[str, tuple[Path, Path]]:
+    """The (AV, AR) directories a run holds, by condition (none for a run without an NLA)."""
     pairs = {}
     for condition, (av, ar) in CHECKPOINTS.items():
         av_dir, ar_dir = run_dir / "checkpoints" / av, run_dir / "checkpoints" / ar
         if av_dir.exists() and ar_dir.exists():
             pairs[condition] = (av_dir, ar_dir)
-    if required and not pairs:
-        raise NLAConfigError(
-            f"{run_dir} holds no trained NLA (checkpoints/av and checkpoints/ar): evaluate a "
-            "finished run with stage=eval stage.eval.from_run=<run dir>"
-        )
     return pairs
 
 
@@ -52,30 +47,6 @@ def target_path(cfg: dict[str, Any], run_dir: Path) -> str:
     if model["source"] == "toy":
         return str(run_dir / "target")
     return model.get("path") or model["name"]
-
-
-def fve_of(predicted: torch.Tensor, truth: torch.Tensor, meta: NLAMeta) -> float:
-    metric = FVE(meta.d_model, meta.mse_scale)
-    metric.update(predicted.float().cpu(), truth.float().cpu())
-    return float(metric.compute())
-
-
-@torch.no_grad()
-def explain_all(
-    av: ActivationVerbalizer,
-    activations: torch.Tensor,
-    batch_size: int,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-) -> list[str | None]:
-    """One explanation per activation, greedy at temperature 0 (None where the AV wrote no
-    explanation)."""
-    out: list[str | None] = []
-    for start in range(0, len(activations), batch_size):
-        batch = activations[start : start + batch_size].to(av.prompt_ids.device)
-        rollout = av.sample(batch, max_new_tokens=max_new_tokens, temperature=temperature)
-        out.extend(rollout.explanations)
-    return out
 
 
 def toy_snippets(columns: dict[str, list[Any]]) -> list | None:
@@ -108,17 +79,20 @@ def evaluate_pair(
     ar = ActivationReconstructor.load(ar_dir, **kwargs).eval()
     meta = av.meta
     shuffle = derangement(len(activations), seed)
-    size, new_tokens = eval_cfg["batch_size"], eval_cfg["max_new_tokens"]
-    temperature = eval_cfg.get("temperature", 0.0)
+    size = eval_cfg["batch_size"]
+    decoding = {
+        "batch_size": size,
+        "max_new_tokens": eval_cfg["max_new_tokens"],
+        "temperature": eval_cfg.get("temperature", 0.0),
+    }
     torch.manual_seed(seed)
-    explanations = explain_all(av, activations, size, new_tokens, temperature)
-    shuffled_explanations = explain_all(av, activations[shuffle], size, new_tokens, temperature)
-    predicted = reconstruct_explanations(ar, explanations, size).cpu()
-    shuffled_predicted = reconstruct_explanations(ar, shuffled_explanations, size).cpu()
+    trip = round_trip(av, ar, activations, **decoding)
+    shuffled_trip = round_trip(av, ar, activations[shuffle], **decoding)
+    explanations, predicted = trip.explanations, trip.predicted
     result: dict[str, Any] = {
-        "fve": fve_of(predicted, activations, meta),
-        "fve_shuffled": fve_of(shuffled_predicted, activations, meta),
-        "failure_rate": sum(e is None for e in explanations) / len(explanations),
+        "fve": fve(predicted, activations, meta.mse_scale),
+        "fve_shuffled": fve(shuffled_trip.predicted, activations, meta.mse_scale),
+        "failure_rate": trip.failures / len(explanations),
         "examples": [
             {"text": s.text if snippets else None, "explanation": e}
             for s, e in zip(snippets or [None] * 3, explanations[:3], strict=False)
@@ -128,7 +102,7 @@ def evaluate_pair(
         from nla_lightning.toy.scoring import score_attributes
 
         result["attributes"] = score_attributes(explanations, snippets)
-        result["attributes_shuffled"] = score_attributes(shuffled_explanations, snippets)
+        result["attributes_shuffled"] = score_attributes(shuffled_trip.explanations, snippets)
     if target is not None and rows is not None:
         n = min(eval_cfg["fidelity_rows"], len(rows))
         norms = activations[:n].norm(dim=-1, keepdim=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from nla_lightning.data.datasets import derangement
-from nla_lightning.metrics import FVE
+from nla_lightning.metrics import fve
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.verbalizer import ActivationVerbalizer
 
@@ -18,6 +20,41 @@ def reconstruct_explanations(
     rows = [e if e is not None else "" for e in explanations]
     parts = [ar.predict(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
     return torch.cat(parts).float()
+
+
+@dataclass
+class RoundTrip:
+    """What the AV said about each activation and what the AR made of it."""
+
+    explanations: list[str | None]  # None where the AV wrote no closed explanation
+    predicted: torch.Tensor  # [N, d] float32 on the CPU
+    tokens: int  # response tokens written in all
+
+    @property
+    def failures(self) -> int:
+        return sum(e is None for e in self.explanations)
+
+
+@torch.no_grad()
+def round_trip(
+    av: ActivationVerbalizer,
+    ar: ActivationReconstructor,
+    activations: torch.Tensor,
+    batch_size: int = 64,
+    max_new_tokens: int = 40,
+    temperature: float = 1.0,
+) -> RoundTrip:
+    """AR(AV(h)) for every row, `batch_size` activations per generate (greedy at temperature
+    0); the caller seeds sampling."""
+    explanations: list[str | None] = []
+    tokens = 0
+    for start in range(0, len(activations), batch_size):
+        batch = activations[start : start + batch_size].to(av.prompt_ids.device)
+        rollout = av.sample(batch, max_new_tokens=max_new_tokens, temperature=temperature)
+        explanations.extend(rollout.explanations)
+        tokens += int(rollout.lengths.sum())
+    predicted = reconstruct_explanations(ar, explanations, batch_size).cpu()
+    return RoundTrip(explanations, predicted, tokens)
 
 
 @torch.no_grad()
@@ -38,33 +75,19 @@ def evaluate_nla(
     was_training = av.training, ar.training
     av.eval()
     ar.eval()
-    meta = av.meta
-    device = ar.device
     shuffled = activations[derangement(len(activations), seed)]
     results: dict[str, float] = {}
     for name, source in (("fve", activations), ("fve_shuffled", shuffled)):
         torch.manual_seed(seed)
-        metric = FVE(meta.d_model, meta.mse_scale)
-        failures, tokens, said = 0, 0, []
-        for start in range(0, len(activations), batch_size):
-            rollout = av.sample(
-                source[start : start + batch_size].to(device),
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-            )
-            predicted = reconstruct_explanations(ar, rollout.explanations, batch_size)
-            metric.update(predicted.cpu(), activations[start : start + batch_size])
-            failures += sum(e is None for e in rollout.explanations)
-            said.extend(rollout.explanations)
-            tokens += int(rollout.lengths.sum())
-        results[name] = float(metric.compute())
+        trip = round_trip(av, ar, source, batch_size, max_new_tokens, temperature)
+        results[name] = fve(trip.predicted, activations, av.meta.mse_scale)
         if name == "fve":
-            results["failure_rate"] = failures / len(activations)
-            results["response_length"] = tokens / len(activations)
+            results["failure_rate"] = trip.failures / len(activations)
+            results["response_length"] = trip.tokens / len(activations)
             if snippets is not None:
                 from nla_lightning.toy.scoring import score_attributes
 
-                scores = score_attributes(said, snippets[: len(said)])
+                scores = score_attributes(trip.explanations, snippets[: len(activations)])
                 for key in ("recall", "precision", "confabulation"):
                     results[key] = scores[key]
     av.train(was_training[0])

@@ -386,8 +386,8 @@ def evaluate(
     eval.json goes to this run and, for stage=eval of an earlier run, to that run too."""
     from nla_lightning.eval_stage import evaluate_run
 
-    pairs = checkpoint_pairs(source, required=False)
-    pairs.update(checkpoint_pairs(out_dir, required=False))
+    pairs = checkpoint_pairs(source)
+    pairs.update(checkpoint_pairs(out_dir))
     report = evaluate_run(cfg, meta, paths, pairs, source, out_dir)
     if source != out_dir and cfg["stage"]["run"] == ["eval"]:
         (source / "eval.json").write_text((out_dir / "eval.json").read_text())
