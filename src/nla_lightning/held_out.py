@@ -21,14 +21,24 @@ def log_held_out(logger: Any, step: int, result: dict[str, float]) -> None:
 
 
 class HeldOutCurve(L.Callback):
-    """Evaluates every `every` RL steps on global rank 0 (the other ranks skip: evaluation has
-    no collective operations). The points before and after RL are logged by the stage itself,
-    which evaluates them anyway for the summary."""
+    """Evaluates when RL starts (at step 0 the stage's own `start` scores are reused; a resumed
+    run is scored at its restored step) and every `every` steps, on global rank 0 (the other
+    ranks skip: evaluation has no collective operations). The point after RL is logged by the
+    stage itself, which evaluates it anyway for the summary."""
 
-    def __init__(self, evaluate: Callable[[], dict[str, float]], every: int) -> None:
+    def __init__(
+        self, evaluate: Callable[[], dict[str, float]], every: int, start: dict[str, float]
+    ) -> None:
         self.evaluate = evaluate
         self.every = every
+        self.start = start
         self.curve: list[dict[str, float]] = []
+
+    def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
+        # By now a resumed run has its checkpoint's weights and step counter.
+        if trainer.is_global_zero:
+            step = module.steps_done
+            self._record(trainer, step, self.start if step == 0 else self.evaluate())
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *_args: Any) -> None:
         step = module.steps_done
@@ -37,6 +47,8 @@ class HeldOutCurve(L.Callback):
             return
         if self.curve and self.curve[-1]["step"] == step:
             return
-        result = self.evaluate()
+        self._record(trainer, step, self.evaluate())
+
+    def _record(self, trainer: L.Trainer, step: int, result: dict[str, float]) -> None:
         self.curve.append({"step": step, **result})
         log_held_out(trainer.logger, step, result)

@@ -152,9 +152,7 @@ def train_rl(
         av, ar, rl_data.activations, hp, reference, examples_path=out_dir / "rl_examples.jsonl"
     )
     logger = make_logger(cfg, out_dir, "rl") or False
-    start_step = _resumed_step(cfg.get("ckpt_path"))
-    log_held_out(logger, start_step, before)
-    curve = HeldOutCurve(evaluate, rl_cfg.get("eval_every", 0))
+    curve = HeldOutCurve(evaluate, rl_cfg.get("eval_every", 0), start=before)
     options = {k: v for k, v in cfg["trainer"].items() if k not in ("gradient_clip_val",)}
     trainer = L.Trainer(
         max_epochs=-1,
@@ -186,22 +184,8 @@ def train_rl(
         "response_length": after["response_length"],
         "steps": module.steps_done,
         "eval_rows": len(held_out),
-        "curve": [
-            {"step": start_step, **before},
-            *curve.curve,
-            {"step": module.steps_done, **after},
-        ],
+        # Spawned ranks keep their callback's points: then the curve is before and after.
+        "curve": [*(curve.curve or [{"step": 0, **before}]), {"step": module.steps_done, **after}],
         "checkpoints": {k: str(v) for k, v in exports.items()},
         "wall_s": round(time.time() - started, 1),
     }
-
-
-def _resumed_step(ckpt_path: str | None) -> int:
-    """The RL step a run resumes from (0 for a fresh run), for the first point of the curve."""
-    if not ckpt_path:
-        return 0
-    import torch
-
-    # Memory-mapped: only the step counter is read, not the weights.
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    return int(state.get("state_dict", {}).get("step_count", torch.tensor(0)))
