@@ -18,24 +18,13 @@ class OpenAIWriter(HTTPWriter):
         base_url: str,
         model: str,
         api_key_env: str = "OPENAI_API_KEY",
-        concurrency: int = 8,
-        max_retries: int = 4,
-        timeout_s: float = 60.0,
-        backoff_s: float = 1.0,
+        *,
         max_tokens: int = 256,
         temperature: float = 0.0,
-        cache_dir: str | os.PathLike[str] | None = None,
         **http_kwargs: Any,
     ) -> None:
-        super().__init__(
-            model,
-            concurrency=concurrency,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            backoff_s=backoff_s,
-            cache_dir=cache_dir,
-            **http_kwargs,
-        )
+        # Concurrency, retries, timeouts and the cache are HTTPWriter's, with its defaults.
+        super().__init__(model, **http_kwargs)
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.max_tokens = max_tokens
