@@ -8,25 +8,58 @@ from nla_lightning.meta import NLAMeta, build_meta
 
 
 def test_round_trip_keeps_every_field(meta, tmp_path):
-    path = meta.save(tmp_path, kind="nla_model", role="ar")
+    path = meta.save(tmp_path, kind="nla_model", role="av")
     assert path.name == "nla_meta.yaml"
     assert NLAMeta.load(tmp_path) == meta
 
 
-def test_yaml_uses_official_field_names(meta, tmp_path):
-    data = yaml.safe_load(meta.save(tmp_path / "x.nla_meta.yaml", kind="nla_dataset").read_text())
-    assert data["kind"] == "nla_dataset"
-    assert set(data["extraction"]) >= {
+def test_model_sidecars_use_the_release_spelling(meta, tmp_path):
+    av = yaml.safe_load(meta.save(tmp_path, kind="nla_model", role="av", stage="rl").read_text())
+    assert av["kind"] == "nla_model" and av["schema_version"] == 2
+    assert (av["role"], av["stage"], av["d_model"]) == ("av", "rl", meta.d_model)
+    assert av["base_checkpoint"] == meta.base_model
+    assert av["extraction"] == {"injection_scale": 1.0, "mse_scale": meta.mse_scale}
+    assert av["tokens"] == {
+        "injection_char": meta.injection_char,
+        "injection_token_id": meta.injection_token_id,
+        "injection_left_neighbor_id": meta.left_neighbour_id,
+        "injection_right_neighbor_id": meta.right_neighbour_id,
+        "critic_suffix_ids": list(meta.critic_suffix_ids),
+    }
+    assert av["prompt_templates"] == {"av": meta.actor_template, "ar": meta.critic_template}
+    assert av["extraction_layer_index"] == meta.layer and "critic" not in av
+    ar = yaml.safe_load(meta.save(tmp_path, kind="nla_model", role="ar").read_text())
+    assert ar["role"] == "ar" and ar["critic"] == {"extraction_layer_index": meta.layer}
+    # The AR never injects: the release writes null there.
+    assert ar["extraction"]["injection_scale"] is None
+    assert NLAMeta.load(tmp_path).injection_scale is None
+
+
+def test_dataset_sidecars_use_the_release_spelling(meta, tmp_path):
+    path = meta.save(tmp_path / "x.nla_meta.yaml", kind="nla_dataset", stage="rl", row_count=7)
+    data = yaml.safe_load(path.read_text())
+    assert (data["kind"], data["schema_version"], data["stage"], data["row_count"]) == (
+        "nla_dataset",
+        1,
+        "rl",
+        7,
+    )
+    # Exactly the release's extraction fields: no injection scale (a training setting), and
+    # mse_scale left out because it is the default sqrt(d_model).
+    assert set(data["extraction"]) == {
         "base_model",
         "d_model",
         "layer_index",
-        "injection_scale",
-        "mse_scale",
+        "norm",
+        "corpus",
+        "corpus_slice",
+        "positions_per_doc",
     }
-    assert set(data["tokens"]) >= {"injection_char", "injection_token_id", "critic_suffix_ids"}
+    assert data["extraction"]["norm"] == "none"
     assert set(data["prompt_templates"]) == {"actor", "critic"}
-    ar = yaml.safe_load(meta.save(tmp_path, kind="nla_model", role="ar").read_text())
-    assert ar["role"] == "ar" and ar["critic"] == {"extraction_layer_index": meta.layer}
+    read = NLAMeta.load(path)
+    assert read.injection_scale is None and read.mse_scale == pytest.approx(meta.d_model**0.5)
+    assert read.with_updates(injection_scale=meta.injection_scale) == meta
 
 
 def test_mse_scale_defaults_to_sqrt_d_model(meta):
@@ -67,12 +100,15 @@ def test_template_without_injection_char_is_refused(meta):
         meta.with_updates(actor_template="Explain the vector .")
 
 
-def test_other_tokenizer_is_refused(meta):
+def test_other_tokenizer_is_refused(meta, target):
+    from nla_lightning.pipeline import templates
     from nla_lightning.toy.tokenizer import build_toy_tokenizer
 
-    other = build_toy_tokenizer(extra_texts=["zebra giraffe okapi " * 3, "Explain the vector"])
+    other = build_toy_tokenizer(extra_texts=[*templates("toy"), "qwzx plmok vrtyu"])
     with pytest.raises(NLAConfigError, match="another model"):
-        meta.check_tokenizer(other)
+        meta.check_tokenizer(other, target.config)
+    with pytest.raises(NLAConfigError, match="another model"):
+        meta.with_updates(injection_token_id=meta.injection_token_id + 1).check_tokenizer(other)
 
 
 def test_d_model_mismatch_is_refused(meta, target):
@@ -85,8 +121,9 @@ def test_missing_and_corrupt_files_say_what_is_wrong(tmp_path):
     with pytest.raises(NLAConfigError, match="sidecar"):
         NLAMeta.load(tmp_path)
     (tmp_path / "nla_meta.yaml").write_text("kind: nla_model\nextraction: {d_model: 3}\n")
-    with pytest.raises(NLAConfigError, match="not a valid nla_meta"):
+    with pytest.raises(NLAConfigError, match="missing required NLA metadata") as err:
         NLAMeta.load(tmp_path)
+    assert "tokens.injection_char" in str(err.value) and "nla_meta.yaml" in str(err.value)
     (tmp_path / "nla_meta.yaml").write_text("kind: [unclosed\n")
     with pytest.raises(NLAConfigError, match="not valid YAML"):
         NLAMeta.load(tmp_path)

@@ -205,3 +205,24 @@ def test_micro_batches_give_the_same_update_as_one_batch(warm_nla, colour_mappin
     L.Trainer(**TRAINER).fit(split)
     for a, b in zip(whole.state_dict().values(), split.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_capped_responses_and_long_ar_inputs_get_the_failure_reward(warm_nla, colour_mapping):
+    module = make_module(warm_nla, colour_mapping, reward="neg_log_mse")
+    activations = colour_mapping[0][:4]
+    # 3 new tokens cannot reach </explanation>: every response hits the cap unclosed.
+    capped = module.av.sample(activations, group_size=3, max_new_tokens=3)
+    assert all(e is None for e in capped.explanations)
+    rewards, mse, valid = module.score(module._ar_rows(capped.explanations), activations)
+    assert not valid.any()
+    # An orthogonal reconstruction: MSE 2, reward -log 2.
+    assert torch.allclose(mse, torch.full_like(mse, 2.0))
+    assert torch.allclose(rewards, torch.full_like(rewards, -torch.log(torch.tensor(2.0))))
+
+    closed = module.av.sample(activations, group_size=3, max_new_tokens=40)
+    rows = module._ar_rows(closed.explanations)
+    assert any(r is not None for r in rows)
+    longest = max(len(r) for r in rows if r is not None)
+    module.ar.max_input_tokens = longest - 1
+    _, _, valid = module.score(module._ar_rows(closed.explanations), activations)
+    assert [r is not None and len(r) <= longest - 1 for r in rows] == valid.tolist()

@@ -8,17 +8,34 @@ import torch
 
 from nla_lightning.data.datasets import derangement
 from nla_lightning.metrics import fve
+from nla_lightning.padding import pad_right
 from nla_lightning.reconstructor import ActivationReconstructor
-from nla_lightning.verbalizer import ActivationVerbalizer
+from nla_lightning.verbalizer import MAX_NEW_TOKENS, ActivationVerbalizer
+
+
+def readable(ar: ActivationReconstructor, explanations: list[str | None]) -> list[str | None]:
+    """The explanations, None where the AR cannot read one (over its input limit, or a suffix
+    its last characters broke): like a response without a closed tag, a failure."""
+    rows = ar.encode([e or "" for e in explanations], overflow="none")
+    return [e if row is not None else None for e, row in zip(explanations, rows, strict=True)]
 
 
 @torch.no_grad()
 def reconstruct_explanations(
     ar: ActivationReconstructor, explanations: list[str | None], batch_size: int = 64
 ) -> torch.Tensor:
-    """AR predictions [N, d]; a missing explanation is read as an empty one."""
-    rows = [e if e is not None else "" for e in explanations]
-    parts = [ar.predict(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    """AR predictions [N, d]; a failure (no explanation, or one the AR cannot read) is read as
+    an empty explanation."""
+    rows = ar.encode([e or "" for e in explanations], overflow="none")
+    empty = ar.encode([""])[0]
+    rows = [
+        row if e is not None and row is not None else empty
+        for e, row in zip(explanations, rows, strict=True)
+    ]
+    parts = []
+    for i in range(0, len(rows), batch_size):
+        ids, mask = pad_right(rows[i : i + batch_size], ar.tokenizer.pad_token_id)
+        parts.append(ar(ids.to(ar.device), mask.to(ar.device)))
     return torch.cat(parts).float()
 
 
@@ -41,7 +58,7 @@ def round_trip(
     ar: ActivationReconstructor,
     activations: torch.Tensor,
     batch_size: int = 64,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     temperature: float = 1.0,
 ) -> RoundTrip:
     """AR(AV(h)) for every row, `batch_size` activations per generate (greedy at temperature
@@ -51,7 +68,7 @@ def round_trip(
     for start in range(0, len(activations), batch_size):
         batch = activations[start : start + batch_size].to(av.prompt_ids.device)
         rollout = av.sample(batch, max_new_tokens=max_new_tokens, temperature=temperature)
-        explanations.extend(rollout.explanations)
+        explanations.extend(readable(ar, rollout.explanations))
         tokens += int(rollout.lengths.sum())
     predicted = reconstruct_explanations(ar, explanations, batch_size).cpu()
     return RoundTrip(explanations, predicted, tokens)
@@ -63,7 +80,7 @@ def evaluate_nla(
     ar: ActivationReconstructor,
     activations: torch.Tensor,
     batch_size: int = 64,
-    max_new_tokens: int = 40,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     seed: int = 0,
     temperature: float = 1.0,
     snippets: list | None = None,

@@ -1,6 +1,7 @@
 """NLAMeta: everything that ties an NLA to its target model, stored as `nla_meta.yaml`.
 
-Field names follow the official checkpoint/dataset layout so files move between codebases.
+The file layout (every spelling read, the release's written) lives in `sidecar.py`; this module
+holds the fields, the tokenisation protocol they pin down, and the checks against live objects.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from nla_lightning.errors import NLAConfigError
 
@@ -29,148 +28,102 @@ REFERENCE_ACTOR_TEMPLATE = (
 )
 REFERENCE_CRITIC_TEMPLATE = "Summary of the following text: <text>{explanation}</text> <summary>"
 
-# Rare single-token characters tried in order; the first that tokenises alone wins.
-INJECTION_CANDIDATES = ("㊗", "㎡", "㊙", "㍿", "※", "¤")
+# The release's rule: the first code point of this block that encodes to one (known) token.
+INJECTION_RANGE = (0x3200, 0x33FF)
 
 
 @dataclass(frozen=True)
 class NLAMeta:
-    """Prompts, injection token, scales, layer and d_model of one NLA."""
+    """Prompts, injection token, scales, layer and d_model of one NLA.
+
+    `injection_scale` is None where the file does not record it (an AR or a dataset: only the
+    AV injects); `critic_suffix_ids` is the tokenised text after `{explanation}` without its
+    first id (that id can merge with the explanation's last character), None where unknown."""
 
     base_model: str
     d_model: int
     layer: int
-    num_layers: int
-    injection_scale: float
+    injection_scale: float | None
     mse_scale: float
     injection_char: str
     injection_token_id: int
     left_neighbour_id: int
     right_neighbour_id: int
-    critic_suffix_ids: tuple[int, ...]
-    vocab_size: int | None = None
+    critic_suffix_ids: tuple[int, ...] | None
     actor_template: str = REFERENCE_ACTOR_TEMPLATE
     critic_template: str = REFERENCE_CRITIC_TEMPLATE
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Known when built from a live config; no release file records it.
+    num_layers: int | None = field(default=None, compare=False)
+    # Other keys of the file (trained_on, training, stage, ...), kept when it is rewritten.
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.layer < self.num_layers:
+        if self.layer < 0 or (self.num_layers is not None and self.layer >= self.num_layers):
+            top = "?" if self.num_layers is None else self.num_layers - 1
             raise NLAConfigError(
                 f"layer {self.layer} is out of range for {self.base_model}, which has "
-                f"{self.num_layers} layers: choose 0 <= layer <= {self.num_layers - 1}"
+                f"{self.num_layers} layers: choose 0 <= layer <= {top}"
             )
-        for name in ("injection_scale", "mse_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise NLAConfigError(f"{name} must be a positive finite number, got {value}")
-        if "{injection_char}" not in self.actor_template:
-            raise NLAConfigError("the actor prompt template must contain '{injection_char}'")
-        if "{explanation}" not in self.critic_template:
-            raise NLAConfigError("the critic prompt template must contain '{explanation}'")
+        scales = {"mse_scale": self.mse_scale, "injection_scale": self.injection_scale}
+        for name, value in scales.items():
+            if value is None and name == "injection_scale":
+                continue
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise NLAConfigError(f"{name} must be a positive finite number, got {value!r}")
+        _check_template(self.actor_template, "injection_char", "actor (AV)")
+        _check_template(self.critic_template, "explanation", "critic (AR)")
 
     # ---- prompts -------------------------------------------------------------------------
     def actor_message(self) -> str:
         """The AV's user message with the injection character in place."""
-        return self.actor_template.replace("{injection_char}", self.injection_char)
+        return self.actor_template.format(injection_char=self.injection_char)
 
     def critic_text(self, explanation: str) -> str:
-        """The AR's input text for one explanation (no chat template)."""
-        return self.critic_template.replace("{explanation}", explanation)
+        """The AR's whole input string for one explanation (no chat template)."""
+        return self.critic_template.format(explanation=explanation)
+
+    def require_injection_scale(self, where: str) -> float:
+        """The injection scale, or a clear error where the metadata lacks it (an AR's file)."""
+        if self.injection_scale is None:
+            raise NLAConfigError(
+                f"{where} needs extraction.injection_scale, which this metadata lacks (an AR's "
+                "or a dataset's nla_meta.yaml has none): load the AV's nla_meta.yaml, or pass "
+                "model.injection_scale"
+            )
+        return float(self.injection_scale)
 
     # ---- yaml ----------------------------------------------------------------------------
-    def to_dict(self, kind: str, role: str | None = None) -> dict[str, Any]:
-        """The official nested layout; `kind` is nla_dataset or nla_model, role av or ar."""
-        data: dict[str, Any] = {"kind": kind}
-        if role is not None:
-            data["role"] = role
-        data.update(
-            {
-                "base_model": self.base_model,
-                "d_model": self.d_model,
-                "num_layers": self.num_layers,
-                "extraction": {
-                    "base_model": self.base_model,
-                    "d_model": self.d_model,
-                    "layer_index": self.layer,
-                    "injection_scale": float(self.injection_scale),
-                    "mse_scale": float(self.mse_scale),
-                },
-                "tokens": {
-                    "injection_char": self.injection_char,
-                    "injection_token_id": self.injection_token_id,
-                    "left_neighbour_id": self.left_neighbour_id,
-                    "right_neighbour_id": self.right_neighbour_id,
-                    "critic_suffix_ids": list(self.critic_suffix_ids),
-                    "vocab_size": self.vocab_size,
-                },
-                "prompt_templates": {
-                    "actor": self.actor_template,
-                    "critic": self.critic_template,
-                },
-            }
-        )
-        if role == "ar":
-            data["critic"] = {"extraction_layer_index": self.layer}
-        if self.extra:
-            data["extra"] = dict(self.extra)
-        return data
+    def to_dict(self, kind: str, role: str | None = None, **fields: Any) -> dict[str, Any]:
+        """The release's layout: kind nla_model (role av / ar) or nla_dataset."""
+        from nla_lightning.sidecar import dataset_sidecar, model_sidecar
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> NLAMeta:
-        try:
-            extraction = data["extraction"]
-            tokens = data["tokens"]
-            templates = data["prompt_templates"]
-            layer = int(extraction["layer_index"])
-            return cls(
-                base_model=str(extraction.get("base_model", data.get("base_model", ""))),
-                d_model=int(extraction.get("d_model", data.get("d_model"))),
-                layer=layer,
-                num_layers=int(data.get("num_layers", layer + 1)),
-                injection_scale=float(extraction["injection_scale"]),
-                mse_scale=float(extraction["mse_scale"]),
-                injection_char=str(tokens["injection_char"]),
-                injection_token_id=int(tokens["injection_token_id"]),
-                left_neighbour_id=int(tokens["left_neighbour_id"]),
-                right_neighbour_id=int(tokens["right_neighbour_id"]),
-                critic_suffix_ids=tuple(int(i) for i in tokens["critic_suffix_ids"]),
-                vocab_size=None if tokens.get("vocab_size") is None else int(tokens["vocab_size"]),
-                actor_template=str(templates["actor"]),
-                critic_template=str(templates["critic"]),
-                extra=dict(data.get("extra") or {}),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            if isinstance(err, NLAConfigError):
-                raise
-            raise NLAConfigError(
-                f"{source} is not a valid nla_meta file ({type(err).__name__}: {err}); expected "
-                "the keys extraction{layer_index, d_model, injection_scale, mse_scale}, "
-                "tokens{injection_char, injection_token_id, ...} and prompt_templates{actor, "
-                "critic}"
-            ) from err
+        if kind == "nla_model":
+            if role not in ("av", "ar"):
+                raise ValueError(f"a model sidecar needs role 'av' or 'ar', got {role!r}")
+            return model_sidecar(self, role, **fields)
+        if kind == "nla_dataset":
+            return dataset_sidecar(self, **fields)
+        raise ValueError(f"unknown sidecar kind {kind!r}: use 'nla_model' or 'nla_dataset'")
 
-    def save(self, path: str | Path, kind: str, role: str | None = None) -> Path:
-        """Write to `path` (a file, or a directory that gets nla_meta.yaml) atomically."""
+    def save(
+        self, path: str | Path, kind: str, role: str | None = None, **fields: Any
+    ) -> Path:
+        """Write to `path` (a file, or a directory that gets nla_meta.yaml) atomically.
+        `fields`: stage, row_count, dataset_id, trained_on, training (see sidecar.py)."""
+        from nla_lightning.sidecar import write_yaml
+
         path = Path(path)
         if path.is_dir():
             path = path / META_FILENAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            yaml.safe_dump(self.to_dict(kind, role), sort_keys=False, allow_unicode=True),
-            encoding="utf-8",
-        )
-        tmp.replace(path)
-        return path
+        return write_yaml(self.to_dict(kind, role, **fields), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> NLAMeta:
-        """Read a meta file, or the nla_meta.yaml inside a directory."""
-        data, path = read_meta_yaml(
-            path,
-            f"every NLA dataset and checkpoint needs its {META_FILENAME} sidecar; re-export it "
-            "with nla_lightning",
-        )
-        return cls.from_dict(data, source=str(path))
+    def load(cls, path: str | Path, partner: str | Path | None = None) -> NLAMeta:
+        """Read a meta file (or a directory's nla_meta.yaml) in any known spelling; fields
+        the file lacks (an AV's layer, an AR's injection scale) come from `partner`'s file."""
+        from nla_lightning.sidecar import read_meta
+
+        return read_meta(path, partner)
 
     def with_updates(self, **changes: Any) -> NLAMeta:
         return replace(self, **changes)
@@ -178,7 +131,11 @@ class NLAMeta:
     # ---- checks against live objects ------------------------------------------------------
     def check_compatible(self, other: NLAMeta, what: str = "data") -> None:
         """Fail if `other` (data or another checkpoint) belongs to a different model or layer."""
-        for name in ("d_model", "layer", "injection_char", "critic_template", "actor_template"):
+        names = ["d_model", "layer", "injection_char", "injection_token_id", "critic_template"]
+        names += ["actor_template", "left_neighbour_id", "right_neighbour_id", "mse_scale"]
+        if self.critic_suffix_ids is not None and other.critic_suffix_ids is not None:
+            names.append("critic_suffix_ids")
+        for name in names:
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine != theirs:
                 raise NLAConfigError(
@@ -189,6 +146,9 @@ class NLAMeta:
 
     def check_model(self, config: Any) -> None:
         """Fail if a transformers config does not have this meta's width and enough layers."""
+        from nla_lightning.families import text_config
+
+        config = text_config(config)
         hidden = getattr(config, "hidden_size", None)
         if hidden != self.d_model:
             raise NLAConfigError(
@@ -202,20 +162,28 @@ class NLAMeta:
                 f"{n_layers}"
             )
 
-    def check_tokenizer(self, tokenizer: Any) -> None:
-        """Fail if the tokenizer does not give the recorded injection and suffix token ids."""
-        if self.vocab_size is not None and len(tokenizer) != self.vocab_size:
-            raise NLAConfigError(
-                f"the tokenizer has {len(tokenizer)} tokens but the NLA metadata records "
-                f"{self.vocab_size}: this tokenizer belongs to another model"
-            )
+    def check_tokenizer(self, tokenizer: Any, config: Any = None) -> None:
+        """Fail if the tokenizer does not give the recorded injection and suffix token ids, or
+        (given the model's config) has more tokens than the model has embedding rows."""
+        if config is not None:
+            from nla_lightning.families import text_config
+
+            rows = getattr(text_config(config), "vocab_size", None)
+            if rows is not None and len(tokenizer) > rows:
+                raise NLAConfigError(
+                    f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has "
+                    f"{rows} rows: this tokenizer belongs to another model; load the tokenizer "
+                    "saved with the checkpoint"
+                )
         ids = tokenizer.encode(self.injection_char, add_special_tokens=False)
-        if ids != [self.injection_token_id]:
+        if ids != [self.injection_token_id] or ids[0] == tokenizer.unk_token_id:
             raise NLAConfigError(
                 f"the tokenizer encodes the injection character {self.injection_char!r} as "
                 f"{ids}, but the NLA metadata expects [{self.injection_token_id}]: this "
                 "tokenizer belongs to another model"
             )
+        if self.critic_suffix_ids is None:
+            return
         suffix = critic_suffix_ids(tokenizer, self.critic_template)
         if tuple(suffix) != self.critic_suffix_ids:
             raise NLAConfigError(
@@ -224,61 +192,87 @@ class NLAMeta:
             )
 
 
-def read_meta_yaml(path: str | Path, missing_hint: str) -> tuple[dict[str, Any], Path]:
-    """The mapping in a meta file (or a directory's nla_meta.yaml) and the file's path."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / META_FILENAME
-    if not path.exists():
-        raise NLAConfigError(f"no NLA metadata at {path}: {missing_hint}")
+def _check_template(template: Any, name: str, what: str) -> None:
+    """One `{name}` field and nothing else str.format would trip over."""
+    if not isinstance(template, str) or template.count("{" + name + "}") != 1:
+        raise NLAConfigError(
+            f"the {what} prompt template must contain '{{{name}}}' exactly once, got "
+            f"{template!r}"
+        )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise NLAConfigError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise NLAConfigError(f"{path} does not hold a mapping of NLA metadata")
-    return data, path
+        template.format(**{name: ""})
+    except (KeyError, IndexError, ValueError) as err:
+        raise NLAConfigError(
+            f"the {what} prompt template {template!r} has another replacement field ({err}); "
+            "double any literal braces ({{ and }})"
+        ) from err
 
 
 def render_actor_prompt(tokenizer: Any, message: str) -> list[int]:
-    """Token ids of the chat-templated AV prompt, ending with the assistant turn's opening."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-    )
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Token ids of the chat-templated AV prompt, ending with the assistant turn's opening:
+    one user message, templated and tokenised in one step (so no second BOS)."""
+    from nla_lightning.families import chat_prompt_ids
+
+    return chat_prompt_ids(tokenizer, message)
 
 
 def critic_suffix_ids(tokenizer: Any, critic_template: str) -> list[int]:
-    """Ids of the fixed text after the explanation; the AR reads the last of them."""
+    """The stable tail of the AR input: the text after `{explanation}` tokenised alone, without
+    its first id, which can merge with the explanation's last character (`.` + `</` -> `.</`)."""
     suffix = critic_template.split("{explanation}", 1)[1]
-    return tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    if len(ids) < 2:
+        raise NLAConfigError(
+            f"the critic template's suffix {suffix!r} is {len(ids)} token(s); it needs at least "
+            "2 so that a stable tail remains after its first token: lengthen it"
+        )
+    return ids[1:]
+
+
+def _single_token(tokenizer: Any, char: str) -> int | None:
+    ids = tokenizer.encode(char, add_special_tokens=False)
+    if len(ids) != 1 or ids[0] == getattr(tokenizer, "unk_token_id", None):
+        return None
+    return ids[0]
 
 
 def choose_injection_token(
-    tokenizer: Any, actor_template: str, candidates: tuple[str, ...] = INJECTION_CANDIDATES
+    tokenizer: Any, actor_template: str, injection_char: str | None = None
 ) -> tuple[str, int, int, int]:
-    """Pick a rare single-token char that appears exactly once in the prompt.
+    """The injection character, its id and its neighbours in the AV prompt.
 
-    Returns (char, token_id, left_neighbour_id, right_neighbour_id).
-    """
-    tried = []
-    for char in candidates:
-        ids = tokenizer.encode(char, add_special_tokens=False)
-        unk = getattr(tokenizer, "unk_token_id", None)
-        if len(ids) != 1 or ids[0] == unk:
-            tried.append(f"{char!r} -> {ids}")
-            continue
-        prompt = render_actor_prompt(tokenizer, actor_template.replace("{injection_char}", char))
-        positions = [i for i, t in enumerate(prompt) if t == ids[0]]
-        if len(positions) != 1 or positions[0] in (0, len(prompt) - 1):
-            tried.append(f"{char!r} found {len(positions)} times in the prompt")
-            continue
-        pos = positions[0]
-        return char, ids[0], prompt[pos - 1], prompt[pos + 1]
-    raise NLAConfigError(
-        "no injection character is a single token that appears exactly once in the AV prompt "
-        f"({'; '.join(tried)}); pass model.injection_char=<a rare single-token character>"
-    )
+    Without `injection_char`: the first code point in U+3200..U+33FF that encodes to exactly
+    one known token, as the release picks it. Returns (char, token_id, left_id, right_id)."""
+    if injection_char is not None:
+        token = _single_token(tokenizer, injection_char)
+        if token is None:
+            ids = tokenizer.encode(injection_char, add_special_tokens=False)
+            raise NLAConfigError(
+                f"no injection character: {injection_char!r} -> {ids} is not one known token; "
+                "pass model.injection_char=<a rare single-token character>, or null for the "
+                "first single-token character of U+3200..U+33FF"
+            )
+        char = injection_char
+    else:
+        lo, hi = INJECTION_RANGE
+        found = ((chr(c), _single_token(tokenizer, chr(c))) for c in range(lo, hi + 1))
+        char, token = next(((c, t) for c, t in found if t is not None), (None, None))
+        if char is None:
+            raise NLAConfigError(
+                f"no injection character: no code point in U+{lo:04X}..U+{hi:04X} is a single "
+                "known token of this tokenizer; pass model.injection_char=<a rare single-token "
+                "character>"
+            )
+    prompt = render_actor_prompt(tokenizer, actor_template.format(injection_char=char))
+    positions = [i for i, t in enumerate(prompt) if t == token]
+    if len(positions) != 1 or positions[0] in (0, len(prompt) - 1):
+        raise NLAConfigError(
+            f"no injection character: {char!r} found {len(positions)} times in the AV prompt "
+            "(it must appear exactly once, inside the prompt): fix the actor template or pass "
+            "model.injection_char=<another character>"
+        )
+    pos = positions[0]
+    return char, token, prompt[pos - 1], prompt[pos + 1]
 
 
 def build_meta(
@@ -293,9 +287,13 @@ def build_meta(
     injection_char: str | None = None,
 ) -> NLAMeta:
     """Make the metadata of a new NLA from a live tokenizer and model config."""
+    from nla_lightning.families import text_config
+
+    config = text_config(config)
     d_model = int(config.hidden_size)
-    candidates = (injection_char,) if injection_char else INJECTION_CANDIDATES
-    char, token_id, left, right = choose_injection_token(tokenizer, actor_template, candidates)
+    _check_template(actor_template, "injection_char", "actor (AV)")
+    _check_template(critic_template, "explanation", "critic (AR)")
+    char, token_id, left, right = choose_injection_token(tokenizer, actor_template, injection_char)
     return NLAMeta(
         base_model=base_model,
         d_model=d_model,
@@ -308,7 +306,6 @@ def build_meta(
         left_neighbour_id=left,
         right_neighbour_id=right,
         critic_suffix_ids=tuple(critic_suffix_ids(tokenizer, critic_template)),
-        vocab_size=len(tokenizer),
         actor_template=actor_template,
         critic_template=critic_template,
     )

@@ -14,8 +14,12 @@ from torch import nn
 
 from nla_lightning.activations import check_finite, check_width, normalise
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.families import embedding_output_scale, end_of_turn_id, stop_token_ids
 from nla_lightning.lora import is_peft, save_adapter
 from nla_lightning.meta import NLAMeta, render_actor_prompt
+
+# Inference cap on new tokens; the RL rollout's own cap (150) is a training setting.
+MAX_NEW_TOKENS = 200
 
 _EXPLANATION = re.compile(r"<explanation>(.*?)</explanation>", re.DOTALL)
 
@@ -57,10 +61,12 @@ def av_prompt_ids(tokenizer: Any, meta: NLAMeta) -> list[int]:
 
 
 def encode_responses(tokenizer: Any, explanations: Sequence[str]) -> list[list[int]]:
-    """Token ids of each formatted response, closed by the end-of-turn token."""
+    """Token ids of each formatted response, closed by the chat template's end-of-turn token
+    (Gemma's `<end_of_turn>`, not `<eos>`), which is where generation stops."""
     texts = [format_response(e) for e in explanations]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [ids + [tokenizer.eos_token_id] for ids in encoded]
+    end = end_of_turn_id(tokenizer)
+    return [ids + [end] for ids in encoded]
 
 
 class EmbeddingInjector:
@@ -70,7 +76,11 @@ class EmbeddingInjector:
 
     def __init__(self, model: nn.Module, meta: NLAMeta, position: int | None = None) -> None:
         self.meta = meta
+        self.injection_scale = meta.require_injection_scale("the AV")
         self.embedding = model.get_input_embeddings()
+        # Where the model scales the module's output afterwards (Gemma on older transformers),
+        # the row is shrunk so that it reaches the residual stream at norm injection_scale.
+        self.post_scale = embedding_output_scale(model)
         self.vectors: torch.Tensor | None = None
         self.position = position
 
@@ -118,7 +128,7 @@ class EmbeddingInjector:
         """Inject `activations` [B, d] (raw) into every forward run inside the block."""
         check_width(activations, self.meta.d_model)
         check_finite(activations)
-        self.vectors = normalise(activations.float(), self.meta.injection_scale)
+        self.vectors = normalise(activations.float(), self.injection_scale / self.post_scale)
         handle = self.embedding.register_forward_hook(self)
         try:
             yield
@@ -147,7 +157,7 @@ class ActivationVerbalizer(nn.Module):
     def __init__(self, model: nn.Module, tokenizer: Any, meta: NLAMeta) -> None:
         super().__init__()
         meta.check_model(model.config)
-        meta.check_tokenizer(tokenizer)
+        meta.check_tokenizer(tokenizer, model.config)
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
@@ -156,6 +166,7 @@ class ActivationVerbalizer(nn.Module):
         device = next(model.parameters()).device
         self.register_buffer("prompt_ids", torch.tensor(prompt, device=device), persistent=False)
         self.injector = EmbeddingInjector(model, meta, prompt.index(meta.injection_token_id))
+        self.stop_ids = stop_token_ids(tokenizer)
 
     @property
     def pad_id(self) -> int:
@@ -191,12 +202,13 @@ class ActivationVerbalizer(nn.Module):
         self,
         activations: torch.Tensor,
         group_size: int = 1,
-        max_new_tokens: int = 150,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         temperature: float = 1.0,
     ) -> Rollout:
         """Sample `group_size` responses per activation in one batched, KV-cached generate
         (temperature 0: the greedy response). Rows are grouped: rows g*i .. g*i+g-1 belong to
-        activation i."""
+        activation i. A response that reaches `max_new_tokens` without closing
+        </explanation> has no explanation (None): a failure."""
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
             if temperature > 0
@@ -205,13 +217,13 @@ class ActivationVerbalizer(nn.Module):
         vectors = activations.repeat_interleave(group_size, dim=0)
         n = vectors.shape[0]
         prompt = self.prompt_ids.unsqueeze(0).expand(n, -1)
-        eos = self.tokenizer.eos_token_id
+        stops = self.stop_ids
         with self.injector.active(vectors):
             out = self.model.generate(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
                 max_new_tokens=max_new_tokens,
-                eos_token_id=eos,
+                eos_token_id=stops,
                 pad_token_id=self.pad_id,
                 # The injection character means "vector here"; the AV must never write it.
                 suppress_tokens=[self.meta.injection_token_id],
@@ -219,7 +231,7 @@ class ActivationVerbalizer(nn.Module):
                 **sampling,
             )
         response = out[:, prompt.shape[1] :]
-        is_eos = response == eos
+        is_eos = torch.isin(response, torch.tensor(stops, device=response.device))
         after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
         mask = (~after_eos).long()
         response = response.masked_fill(after_eos, self.pad_id)
@@ -238,13 +250,15 @@ class ActivationVerbalizer(nn.Module):
         device: str = "cpu",
         quantize_4bit: bool = False,
         trainable: bool = False,
+        meta: NLAMeta | None = None,
     ) -> ActivationVerbalizer:
-        """Load an AV directory (HF causal LM + nla_meta.yaml), checking it against its meta.
-        A LoRA AV loads its adapter (trainable if asked) on the base the adapter names."""
+        """Load an AV directory (HF causal LM + nla_meta.yaml), checking it against its meta
+        (`meta`: the file's, completed from the AR's). A LoRA AV loads its adapter (trainable
+        if asked) on the base the adapter names."""
         from nla_lightning.lora import is_adapter_dir, weights_of
         from nla_lightning.models import load_causal_lm, load_tokenizer
 
-        meta = NLAMeta.load(directory)
+        meta = meta or NLAMeta.load(directory)
         tokenizer = load_tokenizer(str(directory))
         if is_adapter_dir(directory):
             # A LoRA-trained AV: the adapter on top of the base it was trained from.
@@ -260,9 +274,9 @@ class ActivationVerbalizer(nn.Module):
         )
         return cls(model, tokenizer, meta)
 
-    def save(self, directory: str | Path) -> Path:
-        """Official AV layout: an HF causal-LM directory plus nla_meta.yaml (with LoRA: the
-        adapter directory, which names its base)."""
+    def save(self, directory: str | Path, stage: str = "sl") -> Path:
+        """The release's AV layout: an HF causal-LM directory plus nla_meta.yaml (with LoRA: the
+        adapter directory, which names its base). `stage`: sl (warm start) or rl."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if is_peft(self.model):
@@ -270,7 +284,7 @@ class ActivationVerbalizer(nn.Module):
         else:
             self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        self.meta.save(directory, kind="nla_model", role="av")
+        self.meta.save(directory, kind="nla_model", role="av", stage=stage)
         return directory
 
 

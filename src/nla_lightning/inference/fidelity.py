@@ -13,6 +13,7 @@ from nla_lightning.data.datasets import derangement
 from nla_lightning.inference.hooks import Edit, edit_block_output
 from nla_lightning.inference.nla import NLA
 from nla_lightning.padding import pad_right
+from nla_lightning.verbalizer import MAX_NEW_TOKENS
 
 
 @torch.inference_mode()
@@ -70,7 +71,7 @@ def fidelity(
     tokens: Sequence[int] | None = None,
     samples: int = 1,
     seed: int = 0,
-    max_new_tokens: int = 60,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 16,
 ) -> dict[str, object]:
     """Mean KL(clean || spliced) over the chosen positions for each replacement of h, all

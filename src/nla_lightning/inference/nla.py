@@ -18,7 +18,8 @@ from nla_lightning.lora import is_adapter_dir, weights_of
 from nla_lightning.meta import NLAMeta
 from nla_lightning.models import load_causal_lm, load_tokenizer
 from nla_lightning.reconstructor import ActivationReconstructor
-from nla_lightning.verbalizer import ActivationVerbalizer
+from nla_lightning.sidecar import read_pair
+from nla_lightning.verbalizer import MAX_NEW_TOKENS, ActivationVerbalizer
 
 
 @dataclass
@@ -79,12 +80,12 @@ class NLA:
         dtype: str = "float32",
     ) -> NLA:
         """Load AV, AR and target; metas are checked before any weights are read."""
-        av_meta, ar_meta = NLAMeta.load(av_dir), NLAMeta.load(ar_dir)
-        av_meta.check_compatible(ar_meta, what="the AR")
+        # Each sidecar completed from the other (a released AR records no injection scale).
+        av_meta, ar_meta = read_pair(av_dir, ar_dir)
         target = target or default_target(av_dir, av_meta)
         kwargs = {"dtype": dtype, "device": device, "quantize_4bit": quantize_4bit}
-        av = ActivationVerbalizer.load(av_dir, **kwargs)
-        ar = ActivationReconstructor.load(ar_dir, **kwargs)
+        av = ActivationVerbalizer.load(av_dir, meta=av_meta, **kwargs)
+        ar = ActivationReconstructor.load(ar_dir, meta=ar_meta, **kwargs)
         model = load_causal_lm(str(target), **kwargs)
         return cls(av, ar, model, load_tokenizer(str(target)))
 
@@ -102,9 +103,11 @@ class NLA:
 
     # ---- text -> activations ---------------------------------------------------------------
     def encode(self, text: str) -> torch.Tensor:
-        """Token ids of `text` as the extraction tokenised it (no special tokens): [1, T]."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
+        """Token ids of `text` as the extraction tokenised it (add_special_tokens=True: a BOS
+        first for Llama/Gemma, which is no activation position to explain): [1, T]."""
+        encoded = self.tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True)
+        ids = encoded["input_ids"]
+        if all(encoded["special_tokens_mask"]):  # nothing but the BOS
             raise NLAConfigError("the text is empty (no tokens): give a non-empty text")
         if len(ids) > self.max_tokens:
             raise NLAConfigError(
@@ -172,7 +175,7 @@ class NLA:
         text: str,
         tokens: Sequence[int] | None = None,
         samples: int = 3,
-        max_new_tokens: int = 60,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         batch_size: int = 32,
         progress: bool = True,
         temperature: float = 1.0,

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ class RLHyperparams:
     steps: int = 100
     batch_size: int = 8  # activations per step (each gets group_size samples)
     group_size: int = 4
-    max_new_tokens: int = 40
+    max_new_tokens: int = 150  # the release caps rollouts here; longer is a failure
     temperature: float = 1.0
     beta: float = 0.01
     clip_eps: float = 0.2
@@ -425,11 +426,12 @@ class NLARLModule(L.LightningModule):
                 log_examples(self.logger, rows, step)
 
     def export(self, directory: str | Path) -> dict[str, Path]:
-        """AV and AR in the official layout (each written whole, then swapped in)."""
+        """AV and AR in the release's layout, sidecars saying stage rl (each written whole,
+        then swapped in)."""
         directory = Path(directory)
         return {
-            "av": replace_directory(self.av.save, directory / "av"),
-            "ar": replace_directory(self.ar.save, directory / "ar"),
+            "av": replace_directory(partial(self.av.save, stage="rl"), directory / "av"),
+            "ar": replace_directory(partial(self.ar.save, stage="rl"), directory / "ar"),
         }
 
     # ---- optimisers and state -----------------------------------------------------------

@@ -11,6 +11,7 @@ from nla_lightning.inference.render.html import explanations_html
 from nla_lightning.inference.render.json import explanations_json
 from nla_lightning.inference.render.markdown import explanations_markdown
 from nla_lightning.inference.render.report import Report
+from nla_lightning.verbalizer import MAX_NEW_TOKENS
 
 PROG = "nla-explain"
 RENDERERS: dict[str, Callable[[Report], str]] = {
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_model_args(parser)
     common.add_text_args(parser)
     parser.add_argument("--samples", type=int, default=3, help="explanations per token")
-    parser.add_argument("--max-new-tokens", type=int, default=60)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--seed", type=int, default=0)
     common.add_output_args(parser, tuple(RENDERERS))
     return parser.parse_args(argv)

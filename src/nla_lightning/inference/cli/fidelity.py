@@ -8,6 +8,7 @@ from nla_lightning.errors import NLAConfigError
 from nla_lightning.inference.cli import common
 from nla_lightning.inference.render.json import dumps
 from nla_lightning.inference.render.markdown import fidelity_markdown
+from nla_lightning.verbalizer import MAX_NEW_TOKENS
 
 PROG = "nla-fidelity"
 
@@ -17,7 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_model_args(parser)
     common.add_text_args(parser)
     parser.add_argument("--samples", type=int, default=1, help="explanations per token")
-    parser.add_argument("--max-new-tokens", type=int, default=60)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--seed", type=int, default=0)
     common.add_output_args(parser, ("md", "json"))
     return parser.parse_args(argv)
