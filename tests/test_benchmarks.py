@@ -120,3 +120,20 @@ def test_pipeline(tmp_path):
         "ar_sft",
         "rl",
     ]
+
+
+def test_large_split(tmp_path):
+    stdout, payload = run_benchmark("large_split", tmp_path, "--dir", str(tmp_path / "split"))
+    check_machine(payload)
+    assert (payload["rows"], payload["d_model"]) == (3000, 256)
+    assert payload["rows_read"] == 3000 and payload["bit_exact"] is True
+    assert payload["checked_rows"][-1] == 2999
+    assert payload["column_type"].startswith("fixed_size_list<")
+    assert payload["column_type"].endswith(">[256]")
+    assert payload["row_groups"] == 5  # one per chunk of 700 rows: written as they came
+    assert payload["cache_gb"] == pytest.approx(3000 * 256 * 4 / 1e9)
+    for phase in payload["phases"].values():
+        assert all(positive(phase[key]) for key in ("seconds", "gb_per_s", "peak_rss_gb"))
+    rows = table_rows(stdout, "phase")
+    assert [row[0] for row in rows] == ["write", "read (builds .f32)", "read (cached)"]
+    assert not any((tmp_path / "split").iterdir())  # the files are deleted afterwards

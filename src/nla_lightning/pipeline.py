@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from nla_lightning.data.columns import explanations
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
@@ -30,7 +31,7 @@ from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.target import Target, build_toy_target, check_layer, load_hub_target
 from nla_lightning.training import device_of, loader, make_logger, make_trainer
-from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses, extract_explanation
+from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses
 
 TOY_ACTOR_TEMPLATE = "Explain the vector <concept>{injection_char}</concept> ."
 STAGES = ("extract", "av_sft", "ar_sft", "rl", "eval")
@@ -161,22 +162,10 @@ def prepare_data(
 
 
 def explanations_of(table: Any) -> list[str]:
-    """Warm-start explanations of a dataset: our `explanation` column, or the bodies of the
-    official layout's `response` column."""
-    if "explanation" in table.columns:
-        return table.columns["explanation"]
-    if "response" not in table.columns:
-        raise NLAConfigError(
-            "this dataset has neither an 'explanation' nor a 'response' column: it holds no "
-            "warm-start explanations (was it written for the RL part?)"
-        )
-    bodies = [extract_explanation(r) for r in table.columns["response"]]
-    missing = [i for i, b in enumerate(bodies) if b is None]
-    if missing:
-        raise NLAConfigError(
-            f"rows {missing[:5]} have a response without a closed <explanation> tag"
-        )
-    return bodies
+    """Warm-start explanations of a dataset: our `explanation` column, the bodies of the
+    official layout's `response` column, or the AR-SFT `prompt` column (whole AR inputs)
+    without the critic template of the dataset's metadata."""
+    return explanations(table.columns, table.meta)
 
 
 def _rows(path: Path) -> int:
