@@ -14,22 +14,13 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from tests.data.release import ACTOR, CRITIC
 from tests.interop.reference_client import av_inputs, av_response_logprobs, chat_ids
 
 LAYER = 2
 INJECTION_SCALE = 3.0
-AV_TEMPLATE = (
-    "You are a meticulous AI researcher conducting an important investigation into activation "
-    "vectors from a language model. Your overall task is to describe the semantic content of "
-    "that activation vector.\n\n"
-    "We will pass the vector enclosed in <concept> tags into your context. You must then "
-    "produce an explanation for the vector, enclosed within <explanation> tags. The "
-    "explanation consists of 2-3 text snippets describing that vector.\n\n"
-    "Here is the vector:\n\n"
-    "<concept>{injection_char}</concept>\n\n"
-    "Please provide an explanation."
-)
-AR_TEMPLATE = "Summary of the following text: <text>{explanation}</text> <summary>"
+# The release's templates, as documented (not taken from the code under test).
+AV_TEMPLATE, AR_TEMPLATE = ACTOR, CRITIC
 
 
 def qwen_tokenizer_dir() -> Path | None:
