@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.families import text_config
 
 CHECK_CHUNK_ROWS = 65536
 
@@ -14,16 +15,38 @@ class _StopForward(Exception):
     """Raised by the capture hook: blocks above `layer` are never needed, so skip them."""
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a transformers causal LM or base model."""
-    n_layers = getattr(model.config, "num_hidden_layers", None)
+def _layers_beside_embeddings(model: nn.Module) -> str | None:
+    """Name of the `layers` list beside the input embeddings (`model.language_model.layers` in
+    a multimodal model, whose vision tower holds another `layers` list that comes first)."""
+    get = getattr(model, "get_input_embeddings", None)
+    embeddings = get() if get is not None else None
+    if embeddings is None:
+        return None
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers":
-            if n_layers is None or len(module) == n_layers:
-                return module
+        if module is embeddings:
+            parent = name.rpartition(".")[0]
+            return f"{parent}.layers" if parent else "layers"
+    return None
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a transformers causal LM or base model (the TEXT
+    blocks of a multimodal one)."""
+    config = getattr(model, "config", None)
+    n_layers = None if config is None else getattr(text_config(config), "num_hidden_layers", None)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers"
+    ]
+    beside = _layers_beside_embeddings(model)
+    candidates.sort(key=lambda item: item[0] != beside)  # stable: the rest keep their order
+    for _, module in candidates:
+        if n_layers is None or len(module) == n_layers:
+            return module
     raise NLAConfigError(
         f"could not find the decoder blocks of {type(model).__name__}: expected a ModuleList "
-        "named 'layers' (Qwen2, Llama, Gemma, Mistral architectures)"
+        f"named 'layers' of {n_layers} blocks (Qwen2, Llama, Gemma, Mistral architectures)"
     )
 
 

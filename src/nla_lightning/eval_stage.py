@@ -153,7 +153,8 @@ def evaluate_run(
         tokenizer = load_tokenizer(path)
         target = load_causal_lm(path, dtype=train["dtype"], device=device).eval()
         meta.check_model(target.config)
-        rows = tokenizer(list(columns["text"]), add_special_tokens=False)["input_ids"]
+        # As extracted (method.md, "Tokenisation protocol"): the text column has no BOS in it.
+        rows = tokenizer(list(columns["text"]), add_special_tokens=True)["input_ids"]
         eval_cfg = {**eval_cfg, "pad_id": tokenizer.pad_token_id or 0}
     report: dict[str, Any] = {
         "model": meta.base_model,

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nla_lightning.activations import check_finite, last_token_activations
+from nla_lightning.families import control_token_ids, encode_document, text_config
 from nla_lightning.padding import pad_right
 
 
@@ -22,9 +23,16 @@ def extract_final_token_activations(
 ) -> tuple[torch.Tensor, list[int]]:
     """Raw block-`layer` activations at each text's last token.
 
-    Returns ([N, d] float32 on the CPU, token count of each text)."""
-    rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    empty = [i for i, r in enumerate(rows) if not r]
+    Texts are tokenised as the official models were trained (add_special_tokens=True: a BOS
+    first for Llama/Gemma, nothing for Qwen). Returns ([N, d] float32 on the CPU, token count
+    of each text up to the position read, its BOS included)."""
+    control = control_token_ids(tokenizer)
+    docs = [encode_document(tokenizer, text, control) for text in texts]
+    # A special token is never an activation position: a text that is only its BOS has none,
+    # and one that ends in a special token (an appended EOS) is read at the token before it.
+    ends = [max((j + 1 for j, s in enumerate(d.special) if not s), default=0) for d in docs]
+    rows = [doc.ids[:end] for doc, end in zip(docs, ends, strict=True)]
+    empty = [i for i, end in enumerate(ends) if end == 0]
     if empty:
         raise ValueError(
             f"texts {empty[:5]} tokenise to nothing; drop empty texts before extraction"
@@ -32,7 +40,7 @@ def extract_final_token_activations(
     device = next(model.parameters()).device
     # Sorting by length keeps padding (wasted compute) small inside each batch.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = torch.empty((len(rows), model.config.hidden_size), dtype=torch.float32)
+    out = torch.empty((len(rows), text_config(model.config).hidden_size), dtype=torch.float32)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = range(0, len(order), batch_size)
     for start in tqdm(batches, desc=f"extract layer {layer}", unit="batch", disable=not progress):

@@ -3,6 +3,7 @@ that say what to do when the weights are not here."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.families import text_config, text_weight_key_mapping
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -81,21 +83,66 @@ def _load_kwargs(dtype: str | torch.dtype, quantize_4bit: bool, device: str) -> 
     return kwargs
 
 
+def _quiet_load(load: Any, name_or_path: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """`load(name_or_path, output_loading_info=True, **kwargs)` with transformers' load report
+    silenced: callers skip weights on purpose (a vision tower, blocks above the layer) and check
+    what matters themselves from the returned loading info."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load(name_or_path, output_loading_info=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _not_available(name_or_path, err) from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _check_loaded(
+    name_or_path: str, info: dict[str, Any], what: str, may_miss: tuple[str, ...] = ()
+) -> None:
+    """Fail when weights the model needs were not in the checkpoint (transformers would leave
+    them randomly initialised and only warn)."""
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(may_miss))
+    if missing:
+        raise NLAConfigError(
+            f"{name_or_path}: {len(missing)} weights of the {what} are not in the checkpoint "
+            f"(e.g. {missing[:4]}); expected a checkpoint of this architecture with all of them. "
+            "The directory is incomplete or holds another model: re-download or re-export it"
+        )
+
+
 def load_causal_lm(
     name_or_path: str,
     dtype: str | torch.dtype = "float32",
     quantize_4bit: bool = False,
     device: str = "cpu",
 ) -> Any:
-    """A transformers causal LM (optionally NF4 4-bit through bitsandbytes)."""
+    """A transformers causal LM (optionally NF4 4-bit through bitsandbytes).
+
+    For a multimodal checkpoint whose text side loads alone (Gemma-3: `Gemma3Config`), the
+    text-only causal LM (`Gemma3ForCausalLM`) with the checkpoint's text weights: ids in,
+    logits out, as the full model on text, without paying for the vision tower."""
     from transformers import AutoModelForCausalLM
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, **_load_kwargs(dtype, quantize_4bit, device)
+    config = load_config(name_or_path)
+    mapping = text_weight_key_mapping(config)
+    kwargs = _load_kwargs(dtype, quantize_4bit, device)
+    if mapping is None:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        except (OSError, ValueError) as err:
+            raise _not_available(name_or_path, err) from err
+    else:
+        model, info = _quiet_load(
+            AutoModelForCausalLM.from_pretrained,
+            name_or_path,
+            config=copy.deepcopy(text_config(config)),
+            key_mapping=mapping,
+            **kwargs,
         )
-    except (OSError, ValueError) as err:
-        raise _not_available(name_or_path, err) from err
+        _check_loaded(name_or_path, info, "text model")
     return model if quantize_4bit else model.to(device)
 
 
@@ -106,29 +153,37 @@ def load_backbone(
     quantize_4bit: bool = False,
     device: str = "cpu",
 ) -> Any:
-    """The base model (no LM head) with only its first `num_hidden_layers` blocks loaded."""
+    """The TEXT base model (no LM head) with only its first `num_hidden_layers` blocks loaded
+    (for a Gemma-3 multimodal checkpoint: `Gemma3TextModel`, no vision tower). Its final norm
+    may be absent from the checkpoint (a released AR has none): the caller replaces it."""
     from transformers import AutoModel
 
-    config = load_config(name_or_path)
-    if num_hidden_layers > config.num_hidden_layers:
+    full = load_config(name_or_path)
+    # A copy: the truncation must not leak into a config object the caller still holds.
+    config = copy.deepcopy(text_config(full))
+    if not 1 <= num_hidden_layers <= config.num_hidden_layers:
         raise NLAConfigError(
             f"asked for {num_hidden_layers} blocks of {name_or_path}, which has "
-            f"{config.num_hidden_layers}"
+            f"{config.num_hidden_layers}: pass 1..{config.num_hidden_layers} (layer + 1)"
         )
     config.num_hidden_layers = num_hidden_layers
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = config.layer_types[:num_hidden_layers]
-    from transformers.utils import logging as hf_logging
-
-    # The blocks above `num_hidden_layers` are skipped on purpose; do not list them as warnings.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = AutoModel.from_pretrained(
-            name_or_path, config=config, **_load_kwargs(dtype, quantize_4bit, device)
+    mapping = text_weight_key_mapping(full)
+    if mapping is None and text_config(full) is not full:
+        raise NLAConfigError(
+            f"{name_or_path} is a multimodal {full.model_type!r} checkpoint whose text model "
+            "this package cannot load alone (known: gemma3): expected a text-only causal LM or "
+            "a Gemma-3 checkpoint; export the text model (save_pretrained of its language "
+            "model with its text config) and point at that"
         )
-    except (OSError, ValueError) as err:
-        raise _not_available(name_or_path, err) from err
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    extra = {} if mapping is None else {"key_mapping": mapping}
+    model, info = _quiet_load(
+        AutoModel.from_pretrained,
+        name_or_path,
+        config=config,
+        **extra,
+        **_load_kwargs(dtype, quantize_4bit, device),
+    )
+    _check_loaded(name_or_path, info, f"first {num_hidden_layers} blocks", may_miss=("norm.",))
     return model if quantize_4bit else model.to(device)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.families import text_config
 from nla_lightning.models import load_config, load_tokenizer
 from nla_lightning.modules.pretrain import CausalLMPretrainModule, pack_blocks
 from nla_lightning.training import make_trainer
@@ -37,10 +38,22 @@ def check_layer(layer: int, num_layers: int, name: str) -> None:
 
 
 def load_hub_target(model_cfg: dict[str, Any]) -> Target:
-    """Tokenizer and config of a real model; the weights are loaded later by each stage."""
+    """Tokenizer and config of a real model; the weights are loaded later by each stage.
+
+    `config` is the checkpoint's own (a Gemma-3 `Gemma3Config` included): read its sizes
+    through `families.text_config`, which is checked here to have them."""
     path = model_cfg.get("path") or model_cfg["name"]
     tokenizer = load_tokenizer(path)
     config = load_config(path)
+    text = text_config(config)
+    missing = [k for k in ("hidden_size", "num_hidden_layers") if getattr(text, k, None) is None]
+    if missing:
+        raise NLAConfigError(
+            f"{path}: its config ({type(config).__name__}, model_type "
+            f"{getattr(config, 'model_type', None)!r}) has no {' / '.join(missing)} on its text "
+            "side; expected a decoder-only causal LM (Qwen2, Llama, Gemma, Mistral) or a "
+            "Gemma-3 checkpoint: point model.path at such a model"
+        )
     return Target(name=model_cfg["name"], path=path, tokenizer=tokenizer, config=config)
 
 

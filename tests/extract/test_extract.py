@@ -34,7 +34,7 @@ def test_rows_equal_direct_computation(target, toy_tokenizer, meta, toy_docs, tm
         assert set(columns["activation_layer"]) <= {LAYER}
         pairs = zip(columns["doc_id"], columns["n_raw_tokens"], strict=True)
         for i, (doc_id, n) in enumerate(pairs):
-            ids = toy_tokenizer(texts[doc_id], add_special_tokens=False)["input_ids"][:n]
+            ids = toy_tokenizer(texts[doc_id], add_special_tokens=True)["input_ids"][:n]
             assert columns["text"][i] == toy_tokenizer.decode(ids)
             row = torch.tensor([ids])
             direct = last_token_activations(target, row, torch.ones_like(row), LAYER)[0]
@@ -62,7 +62,7 @@ def test_split_by_document(target, toy_tokenizer, meta, toy_docs, tmp_path):
     assert sum(report.shards.values()) >= 3 and report.shards == Manifest.load(tmp_path).shards
     _, columns = read_split(tmp_path, "rl", expect=meta)
     first = columns["doc_id"][0]
-    n_tokens = len(toy_tokenizer(dict(toy_docs)[first], add_special_tokens=False)["input_ids"])
+    n_tokens = len(toy_tokenizer(dict(toy_docs)[first], add_special_tokens=True)["input_ids"])
     expected = prefix_lengths(first, n_tokens, 3, 0, 4, 40)
     assert columns["n_raw_tokens"][: len(expected)] == expected
 

@@ -36,3 +36,20 @@ def test_short_documents_and_small_ranges():
 def test_invalid_settings():
     with pytest.raises(NLAConfigError, match="min_tokens <= max_tokens"):
         prefix_lengths("d", 10, 4, 0, min_tokens=9, max_tokens=8)
+
+
+def test_special_positions_are_never_prefix_ends():
+    # Lengths 1 and 5 end at special tokens (a BOS, a chat marker written in the text).
+    lengths = prefix_lengths("d", 10, 10, 0, min_tokens=1, max_tokens=10, skip=[1, 5])
+    assert lengths == [2, 3, 4, 6, 7, 8, 9, 10]
+    for i in range(20):
+        drawn = prefix_lengths(f"doc-{i}", 30, 4, 0, min_tokens=1, max_tokens=30, skip=[1, 5])
+        assert len(drawn) == 4 and not {1, 5} & set(drawn)
+    assert prefix_lengths("d", 1, 4, 0, min_tokens=1, max_tokens=8, skip=[1]) == []
+
+
+def test_skipping_below_min_tokens_draws_the_same_prefixes():
+    # A BOS (length 1) is below min_tokens: documents keep the prefixes they had without it.
+    for i in range(20):
+        plain = prefix_lengths(f"doc-{i}", 60, 4, 0, min_tokens=4, max_tokens=40)
+        assert prefix_lengths(f"doc-{i}", 60, 4, 0, 4, 40, skip=[1]) == plain

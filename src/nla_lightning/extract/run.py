@@ -20,6 +20,7 @@ from nla_lightning.extract.manifest import Manifest
 from nla_lightning.extract.prefixes import prefix_lengths
 from nla_lightning.extract.report import ExtractionReport
 from nla_lightning.extract.writer import Row, ShardWriter, remove_orphans
+from nla_lightning.families import EncodedDocument, control_token_ids, encode_document
 from nla_lightning.meta import NLAMeta
 from nla_lightning.padding import pad_right
 
@@ -35,9 +36,13 @@ class _Doc:
 
     doc_id: str
     split: str
-    ids: list[int]
+    encoded: EncodedDocument
     lengths: list[int]
     vectors: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[int]:
+        return self.encoded.ids
 
 
 def _settings(meta: NLAMeta, **values: Any) -> dict[str, Any]:
@@ -120,6 +125,8 @@ def extract_corpus(
         prefixes_per_doc=prefixes_per_doc,
         min_tokens=min_tokens,
         max_tokens=max_tokens,
+        # Earlier versions tokenised without special tokens (no BOS): never resume across that.
+        special_tokens=True,
     )
     manifest = Manifest.load(out_dir)
     if manifest is None:
@@ -153,8 +160,10 @@ def extract_corpus(
     def commit(chunk: list[_Doc]) -> None:
         _run_chunk(model, chunk, meta.layer, batch_size, pad_id, on_batch)
         for doc in chunk:
+            # The text leaves out the BOS the tokenizer added: whoever tokenises it again (with
+            # add_special_tokens=True) gets the BOS back, once.
             rows = [
-                Row(v, doc.doc_id, n, tokenizer.decode(doc.ids[:n]))
+                Row(v, doc.doc_id, n, tokenizer.decode(doc.encoded.text_ids(n)))
                 for n, v in zip(doc.lengths, doc.vectors, strict=True)
             ]
             if rows:
@@ -168,18 +177,28 @@ def extract_corpus(
 
     chunk: list[_Doc] = []
     n_rows = 0
+    control = control_token_ids(tokenizer)
+    nothing = EncodedDocument([], [], [])
     try:
         for doc_id, text in itertools.islice(documents, manifest.docs_done, None):
             doc_id = str(doc_id)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
+            # method.md, "Tokenisation protocol": documents get their special tokens (a BOS for
+            # Llama/Gemma), and a prefix never ends at one.
+            encoded = encode_document(tokenizer, text, control) if text.strip() else nothing
             lengths = prefix_lengths(
-                doc_id, len(ids), prefixes_per_doc, seed, min_tokens, max_tokens
+                doc_id,
+                len(encoded.ids),
+                prefixes_per_doc,
+                seed,
+                min_tokens,
+                max_tokens,
+                skip=encoded.special_lengths(),
             )
-            if not ids:
+            if not encoded.ids:
                 report.skipped_empty += 1
             elif not lengths:
                 report.skipped_short += 1
-            chunk.append(_Doc(doc_id, split_of(doc_id, fractions, seed), ids, lengths))
+            chunk.append(_Doc(doc_id, split_of(doc_id, fractions, seed), encoded, lengths))
             n_rows += len(lengths)
             if n_rows >= chunk_rows:
                 commit(chunk)
