@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from nla_lightning.families import text_config
+
 GIB = 2**30
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64  # packed 4-bit weight + fp32 absmax per 64-weight block
 ADAM_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq in fp32
@@ -38,12 +40,8 @@ TRAIN_MODES = ("full", "lora", "qlora")
 REFERENCE_MODES = ("quantized_4bit", "adapter", "none")
 
 
-def _text_config(config: Any) -> Any:
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
 def _dims(config: Any) -> dict[str, int]:
-    c = _text_config(config)
+    c = text_config(config)
     heads = c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
     return {
@@ -69,7 +67,7 @@ def _linear_shapes(config: Any) -> dict[str, tuple[int, int]]:
 
 def _block_parameters(config: Any) -> tuple[int, int]:
     """(Linear weights, everything else: biases and norms) of one decoder block."""
-    c, d = _text_config(config), _dims(config)
+    c, d = text_config(config), _dims(config)
     shapes = _linear_shapes(config)
     linear = sum(i * o for i, o in shapes.values())
     other = 2 * d["h"]  # input_layernorm + post_attention_layernorm
@@ -90,7 +88,7 @@ def _split_parameters(
     config: Any, num_layers: int | None, include_lm_head: bool, include_final_norm: bool
 ) -> tuple[int, int]:
     """(quantisable block Linear weights, parameters that stay in dtype)."""
-    c, d = _text_config(config), _dims(config)
+    c, d = text_config(config), _dims(config)
     n = d["layers"] if num_layers is None else num_layers
     if not 0 <= n <= d["layers"]:
         raise ValueError(f"num_layers={n} outside 0..{d['layers']}")

@@ -18,6 +18,7 @@ from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.eval_stage import checkpoint_pairs
+from nla_lightning.families import embedding_output_scale, text_config
 from nla_lightning.lora import add_lora, check_mode, gradient_checkpointing
 from nla_lightning.meta import (
     REFERENCE_ACTOR_TEMPLATE,
@@ -46,11 +47,14 @@ def templates(name: str) -> tuple[str, str]:
 
 
 def injection_scale_for(model: torch.nn.Module, setting: float | str) -> float:
-    """'auto': the median input-embedding norm, so the injected vector looks like a token."""
+    """'auto': the median norm of a token's row as it enters the first block (Gemma scales the
+    embedding by sqrt(d)), so the injected vector looks like a token."""
     if setting != "auto":
         return float(setting)
-    weight = model.get_input_embeddings().weight.detach().float()
-    return float(weight.norm(dim=-1).median())
+    module = model.get_input_embeddings()
+    weight = module.weight.detach().float()
+    scale = float(getattr(module, "embed_scale", 1.0)) * embedding_output_scale(model)
+    return float(weight.norm(dim=-1).median()) * scale
 
 
 def check_writer(data: str, writer: str) -> None:
@@ -107,7 +111,7 @@ def prepare_target(cfg: dict[str, Any], out_dir: Path) -> tuple[Target, list]:
         target = load_hub_target(model_cfg)
     else:
         raise NLAConfigError(f"unknown model.source {model_cfg['source']!r}: use 'toy' or 'hub'")
-    check_layer(cfg["layer"], target.config.num_hidden_layers, target.name)
+    check_layer(cfg["layer"], text_config(target.config).num_hidden_layers, target.name)
     return target, documents
 
 

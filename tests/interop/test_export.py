@@ -15,8 +15,8 @@ from nla_lightning.meta import build_meta
 from nla_lightning.models import load_causal_lm, load_config
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.verbalizer import ActivationVerbalizer
-from tests.interop.conftest import AR_TEMPLATE, AV_TEMPLATE, LAYER, check_av_against_reference
 from tests.interop.reference_client import ReferenceAR, load_nla_config
+from tests.interop.release_pair import AR_TEMPLATE, AV_TEMPLATE, LAYER, check_av_against_reference
 
 EXPLANATIONS = ["A cat on a warm windowsill.", "the next token is likely a closing bracket"]
 

@@ -15,14 +15,14 @@ from nla_lightning.meta import NLAMeta
 from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.sidecar import read_pair
 from nla_lightning.verbalizer import ActivationVerbalizer
-from tests.interop.conftest import (
+from tests.interop.reference_client import ReferenceAR
+from tests.interop.release_pair import (
     INJECTION_SCALE,
     LAYER,
     check_av_against_reference,
     write_release_pair,
     write_sidecar,
 )
-from tests.interop.reference_client import ReferenceAR
 
 EXPLANATIONS = [
     "The text is about a cat sleeping on a warm windowsill.",

@@ -9,7 +9,7 @@ from transformers import Qwen2Config
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.meta import REFERENCE_ACTOR_TEMPLATE, REFERENCE_CRITIC_TEMPLATE, build_meta
 from nla_lightning.reconstructor import ActivationReconstructor
-from tests.interop.conftest import LAYER
+from tests.interop.release_pair import LAYER
 
 QWEN_7B = Qwen2Config(hidden_size=3584, num_hidden_layers=28)
 

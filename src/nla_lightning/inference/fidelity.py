@@ -78,7 +78,7 @@ def fidelity(
     rescaled to ||h||: AR(AV(h)) (`samples` explanations each), the text's mean activation,
     another position's reconstruction (shuffled) and zero. Lower is more faithful."""
     names, acts = nla.activations(text)
-    chosen = nla.check_tokens(tokens, len(names))
+    chosen = nla.check_tokens(tokens, len(names), text)
     ids = nla.encode(text)
     torch.manual_seed(seed)
     true = acts[chosen]

@@ -14,6 +14,7 @@ from torch import nn
 from nla_lightning.activations import capture_activations, normalise, normalised_mse
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.evaluation import reconstruct_explanations
+from nla_lightning.families import encode_document
 from nla_lightning.lora import is_adapter_dir, weights_of
 from nla_lightning.meta import NLAMeta
 from nla_lightning.models import load_causal_lm, load_tokenizer
@@ -127,9 +128,21 @@ class NLA:
         acts = capture_activations(self.target, ids, None, self.layer)[0].float()
         return self.token_strings(ids[0]), acts
 
-    def check_tokens(self, tokens: Sequence[int] | None, n: int) -> list[int]:
-        """Chosen token indices (default: all n), each checked to be in 0..n-1."""
-        chosen = list(range(n)) if tokens is None else [int(t) for t in tokens]
+    def text_positions(self, text: str) -> list[int]:
+        """Positions of `text`'s own tokens: not the BOS the tokenizer adds (Llama, Gemma) nor
+        a control token, none of which is an activation the NLA was trained to explain."""
+        document = encode_document(self.tokenizer, text)
+        return [i for i, special in enumerate(document.special) if not special]
+
+    def check_tokens(
+        self, tokens: Sequence[int] | None, n: int, text: str | None = None
+    ) -> list[int]:
+        """Chosen token indices (default: every position of `text`'s own tokens, or all n),
+        each checked to be in 0..n-1."""
+        if tokens is None:
+            chosen = self.text_positions(text) if text is not None else list(range(n))
+        else:
+            chosen = [int(t) for t in tokens]
         bad = [t for t in chosen if not 0 <= t < n]
         if bad:
             raise NLAConfigError(
@@ -188,7 +201,7 @@ class NLA:
         if samples < 1:
             raise NLAConfigError(f"samples must be at least 1, got {samples}")
         names, acts = self.activations(text)
-        chosen = self.check_tokens(tokens, len(names))
+        chosen = self.check_tokens(tokens, len(names), text)
         variance = self.variance(acts)
         if seed is not None:
             torch.manual_seed(seed)
