@@ -13,30 +13,35 @@ from nla_lightning.reconstructor import ActivationReconstructor
 from nla_lightning.verbalizer import MAX_NEW_TOKENS, ActivationVerbalizer
 
 
-def readable(ar: ActivationReconstructor, explanations: list[str | None]) -> list[str | None]:
-    """The explanations, None where the AR cannot read one (over its input limit, or a suffix
-    its last characters broke): like a response without a closed tag, a failure."""
+def readable_rows(
+    ar: ActivationReconstructor, explanations: list[str | None]
+) -> list[list[int] | None]:
+    """AR input ids per explanation, None for a failure: no explanation, or one the AR cannot
+    read (over its input limit, or a suffix its last characters broke)."""
     rows = ar.encode([e or "" for e in explanations], overflow="none")
-    return [e if row is not None else None for e, row in zip(explanations, rows, strict=True)]
+    return [row if e is not None else None for e, row in zip(explanations, rows, strict=True)]
 
 
 @torch.no_grad()
-def reconstruct_explanations(
-    ar: ActivationReconstructor, explanations: list[str | None], batch_size: int = 64
+def predict_rows(
+    ar: ActivationReconstructor, rows: list[list[int] | None], batch_size: int = 64
 ) -> torch.Tensor:
-    """AR predictions [N, d]; a failure (no explanation, or one the AR cannot read) is read as
-    an empty explanation."""
-    rows = ar.encode([e or "" for e in explanations], overflow="none")
+    """AR predictions [N, d]; a failure (None) is read as an empty explanation."""
     empty = ar.encode([""])[0]
-    rows = [
-        row if e is not None and row is not None else empty
-        for e, row in zip(explanations, rows, strict=True)
-    ]
+    rows = [empty if row is None else row for row in rows]
     parts = []
     for i in range(0, len(rows), batch_size):
         ids, mask = pad_right(rows[i : i + batch_size], ar.tokenizer.pad_token_id)
         parts.append(ar(ids.to(ar.device), mask.to(ar.device)))
     return torch.cat(parts).float()
+
+
+def reconstruct_explanations(
+    ar: ActivationReconstructor, explanations: list[str | None], batch_size: int = 64
+) -> torch.Tensor:
+    """AR predictions [N, d]; a failure (no explanation, or one the AR cannot read) is read as
+    an empty explanation."""
+    return predict_rows(ar, readable_rows(ar, explanations), batch_size)
 
 
 @dataclass
@@ -64,13 +69,20 @@ def round_trip(
     """AR(AV(h)) for every row, `batch_size` activations per generate (greedy at temperature
     0); the caller seeds sampling."""
     explanations: list[str | None] = []
+    rows: list[list[int] | None] = []
     tokens = 0
     for start in range(0, len(activations), batch_size):
         batch = activations[start : start + batch_size].to(av.prompt_ids.device)
         rollout = av.sample(batch, max_new_tokens=max_new_tokens, temperature=temperature)
-        explanations.extend(readable(ar, rollout.explanations))
+        batch_rows = readable_rows(ar, rollout.explanations)
+        # An explanation the AR cannot read counts as a failure, like an unclosed response.
+        explanations.extend(
+            e if row is not None else None
+            for e, row in zip(rollout.explanations, batch_rows, strict=True)
+        )
+        rows.extend(batch_rows)
         tokens += int(rollout.lengths.sum())
-    predicted = reconstruct_explanations(ar, explanations, batch_size).cpu()
+    predicted = predict_rows(ar, rows, batch_size).cpu()
     return RoundTrip(explanations, predicted, tokens)
 
 
