@@ -5,6 +5,11 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from nla_lightning.settings import register_configs
+
+# The typed schemas (and defaults) of the sft/, rl/, eval/ and data/ groups.
+register_configs()
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:

@@ -128,7 +128,7 @@ def tiny_architecture() -> dict[str, Any]:
 
 
 def toy_tokenizer() -> Any:
-    from nla_lightning.pipeline import templates
+    from nla_lightning.core.templates import templates
     from nla_lightning.toy.tokenizer import build_toy_tokenizer
 
     return build_toy_tokenizer(extra_texts=templates("toy"))
@@ -139,7 +139,7 @@ def toy_target(tokenizer: Any, seed: int = 0, **overrides: Any) -> torch.nn.Modu
     starts it); `overrides` change architecture fields."""
     from transformers import AutoModelForCausalLM
 
-    from nla_lightning.target import toy_config
+    from nla_lightning.training.pretrain import toy_config
 
     config = toy_config(tokenizer, {**tiny_architecture(), **overrides})
     torch.manual_seed(seed)
@@ -148,8 +148,9 @@ def toy_target(tokenizer: Any, seed: int = 0, **overrides: Any) -> torch.nn.Modu
 
 def toy_meta(tokenizer: Any, model: torch.nn.Module, layer: int = 2) -> Any:
     """NLA metadata for the toy target, made as the pipeline makes it (toy templates)."""
-    from nla_lightning.meta import build_meta
-    from nla_lightning.pipeline import injection_scale_for, templates
+    from nla_lightning.core.families import injection_scale_for
+    from nla_lightning.core.meta import build_meta
+    from nla_lightning.core.templates import templates
 
     actor, critic = templates("toy")
     return build_meta(

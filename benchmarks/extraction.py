@@ -36,8 +36,8 @@ from _common import (
     write_json,
 )
 
-from nla_lightning.extract.run import extract_corpus
-from nla_lightning.extraction import extract_final_token_activations
+from nla_lightning.core.final_token import extract_final_token_activations
+from nla_lightning.data.extract.run import extract_corpus
 from nla_lightning.toy.world import generate_documents, make_snippets
 
 LAYER = 2
@@ -48,7 +48,7 @@ def load_target(directory: Path | None, device: str) -> tuple[Any, Any]:
     if directory is None:
         tokenizer = toy_tokenizer()
         return toy_target(tokenizer).to(device), tokenizer
-    from nla_lightning.models import load_causal_lm, load_tokenizer
+    from nla_lightning.core.models import load_causal_lm, load_tokenizer
 
     return load_causal_lm(str(directory), device=device).eval(), load_tokenizer(str(directory))
 

@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from _common import add_common_args, markdown_table, setup, write_json
 
+from nla_lightning.core.meta import NLAMeta
 from nla_lightning.data.store import ActivationWriter, read_activations
-from nla_lightning.meta import NLAMeta
 
 GB = 1e9
 LAYER = 20

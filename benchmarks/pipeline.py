@@ -4,7 +4,7 @@ Usage: python benchmarks/pipeline.py [--quick] [--output-dir DIR] [--device cpu|
        [--threads N] [--json PATH] [-- HYDRA_OVERRIDES...]
 Runs the default config (toy world on the CPU; `--device cuda` adds trainer=gpu) with the run
 directory in a temporary directory (kept only with --output-dir). Hydra overrides after `--` are
-passed on, e.g. `-- stage.rl.steps=50`. `--quick` shrinks every stage to a smoke test.
+passed on, e.g. `-- rl.steps=50`. `--quick` shrinks every stage to a smoke test.
 The table gives each stage's wall time from summary.json; "data and other" is the rest of the
 run's own total (toy data extraction and setup), and "process" adds interpreter and import
 start-up.
@@ -24,23 +24,8 @@ from typing import Any
 
 from _common import REPO, add_common_args, markdown_table, setup, write_json
 
-# Tiny sizes: every stage runs, in seconds rather than minutes.
-QUICK_RUN = [
-    "model.architecture.hidden_size=64",
-    "model.architecture.intermediate_size=128",
-    "model.pretrain.n_docs=200",
-    "model.pretrain.steps=10",
-    "data.n_docs=120",
-    "stage.av_sft.max_steps=4",
-    "stage.ar_sft.max_steps=4",
-    "stage.av_sft.max_new_tokens=8",
-    "stage.rl.steps=2",
-    "stage.rl.batch_size=2",
-    "stage.rl.group_size=2",
-    "stage.rl.max_new_tokens=8",
-    "stage.rl.eval_rows=8",
-    "stage.rl.checkpoint_every=1",
-]
+# Tiny sizes (conf/debug/smoke.yaml): every stage runs, in seconds rather than minutes.
+QUICK_RUN = ["debug=smoke"]
 
 
 def run_training(out_dir: Path, overrides: list[str], threads: int | None) -> tuple[float, str]:

@@ -1,4 +1,4 @@
-"""Held-out FVE of AR(AV(h)) along an RL run, from its exports (stage.rl.export_every_checkpoint).
+"""Held-out FVE of AR(AV(h)) along an RL run, from its exports (rl.export_every_checkpoint).
 
 Usage: python benchmarks/rl_curve.py RUN_DIR [--warm-start WARM_RUN_DIR] [--rows 512]
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.verbalizer import ActivationVerbalizer
 from nla_lightning.data.store import read_activations
-from nla_lightning.evaluation import evaluate_nla
-from nla_lightning.reconstructor import ActivationReconstructor
-from nla_lightning.verbalizer import ActivationVerbalizer
+from nla_lightning.evaluation.evaluator import evaluate_nla
 
 
 def main() -> None:
@@ -34,7 +34,9 @@ def main() -> None:
         av = ActivationVerbalizer.load(directory / "av")
         ar = ActivationReconstructor.load(directory / "ar")
         held_out = read_activations(data_dir / "eval.parquet", expect=av.meta).activations
-        r = evaluate_nla(av, ar, held_out[: args.rows], max_new_tokens=args.max_new_tokens)
+        r = evaluate_nla(
+            av, ar, held_out[: args.rows], max_new_tokens=args.max_new_tokens
+        ).curve_point()
         print(
             f"{step:>6}{r['fve']:>9.3f}{r['fve_shuffled']:>10.3f}"
             f"{r['failure_rate']:>10.3f}{r['response_length']:>8.1f}"

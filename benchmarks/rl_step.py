@@ -30,11 +30,12 @@ from _common import (
     write_json,
 )
 
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.verbalizer import ActivationVerbalizer
 from nla_lightning.data.store import read_activations
-from nla_lightning.modules.rl import NLARLModule, RLHyperparams
-from nla_lightning.reconstructor import ActivationReconstructor
-from nla_lightning.rl_stage import build_av
-from nla_lightning.verbalizer import ActivationVerbalizer
+from nla_lightning.settings import RLSettings
+from nla_lightning.training.builders import rl_av
+from nla_lightning.training.rl import NLARLModule
 
 PHASES = ["rollout", "score", "ar", "av"]
 
@@ -73,7 +74,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=RLHyperparams.max_new_tokens)
+    parser.add_argument("--max-new-tokens", type=int, default=RLSettings.max_new_tokens)
     parser.add_argument("--reference", default="quantized_4bit")
     add_common_args(parser)
     args = parser.parse_args()
@@ -100,10 +101,10 @@ def main() -> None:
             av_dir = run / "checkpoints" / "av"
             ar = ActivationReconstructor.load(run / "checkpoints" / "ar", device=args.device)
             activations = None
-        av, reference = build_av(av_dir, train, args.device)
+        av, reference = rl_av(av_dir, train, args.device)
         if activations is None:
             activations = read_activations(run / "data" / "rl.parquet", expect=av.meta).activations
-        hp = RLHyperparams(
+        hp = RLSettings(
             steps=args.warmup + args.steps,
             batch_size=args.batch_size,
             group_size=args.group_size,

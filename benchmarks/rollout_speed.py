@@ -38,7 +38,7 @@ from _common import (
     write_json,
 )
 
-from nla_lightning.verbalizer import ActivationVerbalizer
+from nla_lightning.core.verbalizer import ActivationVerbalizer
 
 
 def build_verbalizer(av_dir: Path | None, device: str) -> ActivationVerbalizer:

@@ -18,7 +18,7 @@ LAYER = 2
 
 @pytest.fixture(scope="session")
 def toy_tokenizer():
-    from nla_lightning.pipeline import templates
+    from nla_lightning.core.templates import templates
     from nla_lightning.toy.tokenizer import build_toy_tokenizer
 
     return build_toy_tokenizer(extra_texts=templates("toy"))
@@ -51,9 +51,9 @@ def target_dir(tmp_path_factory, toy_tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def meta(target_dir, toy_tokenizer):
-    from nla_lightning.meta import build_meta
-    from nla_lightning.models import load_config
-    from nla_lightning.pipeline import templates
+    from nla_lightning.core.meta import build_meta
+    from nla_lightning.core.models import load_config
+    from nla_lightning.core.templates import templates
 
     actor, critic = templates("toy")
     return build_meta(
@@ -69,7 +69,7 @@ def meta(target_dir, toy_tokenizer):
 
 @pytest.fixture
 def target(target_dir):
-    from nla_lightning.models import load_causal_lm
+    from nla_lightning.core.models import load_causal_lm
 
     return load_causal_lm(str(target_dir)).eval()
 
@@ -79,31 +79,16 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from nla_lightning.settings import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-# Small enough for a few seconds on 2 CPU cores, big enough to exercise every stage.
-TINY_RUN = [
-    "model.architecture.hidden_size=64",
-    "model.architecture.intermediate_size=128",
-    "model.pretrain.n_docs=200",
-    "model.pretrain.steps=10",
-    "data.n_docs=120",
-    "stage.av_sft.max_steps=4",
-    "stage.ar_sft.max_steps=4",
-    "stage.av_sft.max_new_tokens=8",
-    "stage.rl.steps=2",
-    "stage.rl.batch_size=2",
-    "stage.rl.group_size=2",
-    "stage.rl.max_new_tokens=8",
-    "stage.rl.eval_rows=8",
-    "stage.rl.checkpoint_every=1",
-    "stage.rl.eval_every=1",
-    "stage.eval.rows=16",
-    "stage.eval.fidelity_rows=8",
-    "trainer.enable_progress_bar=false",
-]
+# Small enough for a few seconds on 2 CPU cores, big enough to exercise every stage
+# (conf/debug/smoke.yaml, shared with the benchmarks).
+TINY_RUN = ["debug=smoke"]
 
 
 def train_py(args: list[str], cwd: Path):
@@ -137,7 +122,7 @@ def tiny_run(tmp_path_factory):
     from nla_lightning.pipeline import run
 
     out = tmp_path_factory.mktemp("tiny_run")
-    summary = run(plain([*TINY_RUN, "stage.rl.steps=3", "trainer.log_every_n_steps=1"], out))
+    summary = run(plain([*TINY_RUN, "rl.steps=3", "trainer.log_every_n_steps=1"], out))
     return summary, out
 
 
@@ -163,12 +148,12 @@ def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, tmp_path_factory):
     Returns (av_dir, ar_dir, metrics) with held-out metrics before and after each fit."""
     import lightning as L
 
+    from nla_lightning.core.models import load_causal_lm
+    from nla_lightning.core.reconstructor import ActivationReconstructor
+    from nla_lightning.core.verbalizer import ActivationVerbalizer, encode_responses
     from nla_lightning.data.datasets import ActivationTokens
-    from nla_lightning.models import load_causal_lm
-    from nla_lightning.modules.sft import ARSFTModule, AVSFTModule
-    from nla_lightning.reconstructor import ActivationReconstructor
-    from nla_lightning.training import loader, make_trainer
-    from nla_lightning.verbalizer import ActivationVerbalizer, encode_responses
+    from nla_lightning.training.sft import ARSFTModule, AVSFTModule
+    from nla_lightning.training.trainer import loader, make_trainer
 
     activations, explanations = colour_mapping
     out = tmp_path_factory.mktemp("warm")

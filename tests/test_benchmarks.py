@@ -103,9 +103,9 @@ def test_rl_step(tmp_path):
 
 def test_pipeline(tmp_path):
     # Overrides after `--` reach train.py (and come last, so they win).
-    stdout, payload = run_benchmark("pipeline", tmp_path, "--", "stage.rl.steps=1")
+    stdout, payload = run_benchmark("pipeline", tmp_path, "--", "rl.steps=1")
     check_machine(payload)
-    assert payload["overrides"][-1] == "stage.rl.steps=1"
+    assert payload["overrides"][-1] == "rl.steps=1"
     stages = payload["stages"]
     total = stages.pop("total (summary.json)")
     process = stages.pop("process (with start-up)")

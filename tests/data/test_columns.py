@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nla_lightning.core.meta import NLAMeta
 from nla_lightning.data.columns import explanations
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.meta import NLAMeta
 from tests.data.release import CRITIC, write_sidecar
 
 

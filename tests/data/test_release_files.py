@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from nla_lightning.data.columns import table_explanations
 from nla_lightning.data.store import read_activations
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.pipeline import explanations_of
 from tests.data.release import (
     CRITIC,
     D_MODEL,
@@ -34,7 +34,7 @@ def test_av_sft_file_reads_bit_for_bit_and_gives_the_response_bodies(tmp_path):
     assert table.meta.injection_scale is None  # a dataset records none: it is a training setting
     assert table.columns["prompt"][0][0]["content"].count("<INJECT>") == 1
     assert table.columns["activation_layer"] == [LAYER] * 3
-    assert explanations_of(table) == TEXTS
+    assert table_explanations(table) == TEXTS
 
 
 def test_ar_sft_file_gives_the_explanations_inside_the_whole_ar_inputs(tmp_path):
@@ -44,7 +44,7 @@ def test_ar_sft_file_gives_the_explanations_inside_the_whole_ar_inputs(tmp_path)
     table = read_activations(path)
     assert np.array_equal(table.activations.numpy(), vectors)
     assert "response" not in table.columns and "explanation" not in table.columns
-    assert explanations_of(table) == TEXTS
+    assert table_explanations(table) == TEXTS
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_an_ar_input_off_the_template_is_refused_naming_its_row(tmp_path, prompt
     prompts = [CRITIC.format(explanation="fine"), CRITIC.format(explanation="ok"), prompt]
     path = write_ar_sft(tmp_path / "ar_sft.parquet", random_vectors(3), prompts)
     with pytest.raises(NLAConfigError, match=f"row 2 of the 'prompt' column .*{problem}"):
-        explanations_of(read_activations(path))
+        table_explanations(read_activations(path))
 
 
 def test_rl_file_reads_and_its_chat_prompts_are_not_taken_for_explanations(tmp_path):
@@ -67,4 +67,4 @@ def test_rl_file_reads_and_its_chat_prompts_are_not_taken_for_explanations(tmp_p
     table = read_activations(path)
     assert np.array_equal(table.activations.numpy(), vectors)
     with pytest.raises(NLAConfigError, match="no warm-start explanations"):
-        explanations_of(table)
+        table_explanations(table)

@@ -8,9 +8,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def quick_nla_dirs(target_dir, toy_tokenizer, meta, tmp_path_factory):
-    from nla_lightning.models import load_causal_lm
-    from nla_lightning.reconstructor import ActivationReconstructor
-    from nla_lightning.verbalizer import ActivationVerbalizer
+    from nla_lightning.core.models import load_causal_lm
+    from nla_lightning.core.reconstructor import ActivationReconstructor
+    from nla_lightning.core.verbalizer import ActivationVerbalizer
 
     out = tmp_path_factory.mktemp("quick_nla")
     ActivationVerbalizer(load_causal_lm(str(target_dir)), toy_tokenizer, meta).save(out / "av")

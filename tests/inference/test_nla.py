@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
+from nla_lightning.core.meta import NLAMeta
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.inference import NLA
-from nla_lightning.meta import NLAMeta
 
 
 def test_activations_match_hidden_states(nla, text):

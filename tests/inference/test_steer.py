@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nla_lightning.activations import capture_activations
+from nla_lightning.core.activations import capture_activations
 from nla_lightning.inference import steer_generate, steering, steering_vector
 
 

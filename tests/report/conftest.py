@@ -28,7 +28,7 @@ def relabelled_run(real_run, tmp_path) -> Path:
     """The same run as Hydra would have recorded it when launched with overrides."""
     run = copy_run(real_run, tmp_path / "relabelled")
     (run / ".hydra").mkdir(exist_ok=True)
-    (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n- stage.rl.beta=0.05\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n- rl.beta=0.05\n")
     return run
 
 

@@ -116,7 +116,7 @@ def test_two_runs_are_overlaid_with_one_label_each(real_run, relabelled_run, tmp
     assert report(real_run, relabelled_run, "--out", out) == 0
     data = json.loads((out / "report.json").read_text())
     labels = [r["label"] for r in data["runs"]]
-    assert labels == [real_run.name, "seed=1 stage.rl.beta=0.05"]
+    assert labels == [real_run.name, "seed=1 rl.beta=0.05"]
     page = (out / "report.md").read_text()
     for label in labels:
         assert page.count(f"| {label} |") >= 3  # the runs table and each results table

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nla_lightning.core.meta import NLAMeta
+from nla_lightning.core.verbalizer import extract_explanation
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.meta import NLAMeta
-from nla_lightning.verbalizer import extract_explanation
 
 # Stands in for the explanation when the template is formatted, to split it into the text
 # before and after: a NUL never occurs in a template.
@@ -83,3 +83,8 @@ def _template_mismatch(prompt: str | None, prefix: str, suffix: str) -> str | No
         tail = prompt[max(0, len(prompt) - len(suffix) - 20) :]
         return f"it does not end with {suffix!r} (it ends {tail!r})"
     return None
+
+
+def table_explanations(table: Any) -> list[str]:
+    """The warm-start explanations of a read dataset (`data.store.ActivationTable`)."""
+    return explanations(table.columns, table.meta)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from nla_lightning.padding import pad_right
+from nla_lightning.core.padding import pad_right
 
 
 def derangement(n: int, seed: int) -> torch.Tensor:

@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from nla_lightning.activations import check_finite
+from nla_lightning.core.activations import check_finite
+from nla_lightning.core.meta import NLAMeta
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.meta import NLAMeta
 
 ACTIVATION_COLUMN = "activation_vector"
 # The stages a dataset sidecar names; a file called after one of them (or a shard in a

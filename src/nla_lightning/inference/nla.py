@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nla_lightning.activations import capture_activations, normalise, normalised_mse
+from nla_lightning.core.activations import capture_activations, normalise, normalised_mse
+from nla_lightning.core.families import encode_document
+from nla_lightning.core.lora import is_adapter_dir, weights_of
+from nla_lightning.core.meta import NLAMeta
+from nla_lightning.core.models import load_causal_lm, load_tokenizer
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.sidecar import read_pair
+from nla_lightning.core.verbalizer import MAX_NEW_TOKENS, ActivationVerbalizer
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.evaluation import reconstruct_explanations
-from nla_lightning.families import encode_document
-from nla_lightning.lora import is_adapter_dir, weights_of
-from nla_lightning.meta import NLAMeta
-from nla_lightning.models import load_causal_lm, load_tokenizer
-from nla_lightning.reconstructor import ActivationReconstructor
-from nla_lightning.sidecar import read_pair
-from nla_lightning.verbalizer import MAX_NEW_TOKENS, ActivationVerbalizer
+from nla_lightning.evaluation.round_trip import reconstruct_explanations
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Literal
 
 import torch
 
+from nla_lightning.core.hooks import edit_block_output
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.inference.hooks import edit_block_output
 from nla_lightning.inference.nla import NLA
 
 Positions = Sequence[int] | Literal["all"] | None

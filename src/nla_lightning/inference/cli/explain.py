@@ -6,15 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from nla_lightning.core.verbalizer import MAX_NEW_TOKENS
 from nla_lightning.inference.cli import common
+from nla_lightning.inference.render.document import Document
 from nla_lightning.inference.render.html import explanations_html
 from nla_lightning.inference.render.json import explanations_json
 from nla_lightning.inference.render.markdown import explanations_markdown
-from nla_lightning.inference.render.report import Report
-from nla_lightning.verbalizer import MAX_NEW_TOKENS
 
 PROG = "nla-explain"
-RENDERERS: dict[str, Callable[[Report], str]] = {
+RENDERERS: dict[str, Callable[[Document], str]] = {
     "md": explanations_markdown,
     "json": explanations_json,
     "html": explanations_html,
@@ -45,7 +45,7 @@ def explain(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         seed=args.seed,
     )
-    report = Report(
+    report = Document(
         text=text,
         results=results,
         base_model=nla.meta.base_model,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from nla_lightning.core.verbalizer import MAX_NEW_TOKENS
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.inference.cli import common
 from nla_lightning.inference.render.json import dumps
 from nla_lightning.inference.render.markdown import fidelity_markdown
-from nla_lightning.verbalizer import MAX_NEW_TOKENS
 
 PROG = "nla-fidelity"
 

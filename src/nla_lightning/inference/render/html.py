@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from nla_lightning.inference.render.report import Report, token_dicts
+from nla_lightning.inference.render.document import Document, token_dicts
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;display:flex;min-height:100vh}
@@ -66,7 +66,7 @@ def samples_block(entry: dict[str, object]) -> str:
     return f'<div class="samples" id="samples-{entry["index"]}">{head}<ol>{items}</ol></div>'
 
 
-def explanations_html(report: Report) -> str:
+def explanations_html(report: Document) -> str:
     """The whole page as one string; every text from the model or user is escaped."""
     entries = {int(e["index"]): e for e in token_dicts(report.results)}  # type: ignore[call-overload]
     # Without the full token list, show only the explained tokens, at their own indices.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nla_lightning.inference.render.report import Report, clean, token_dicts
+from nla_lightning.inference.render.document import Document, clean, token_dicts
 
 
 def dumps(value: object) -> str:
@@ -12,7 +12,7 @@ def dumps(value: object) -> str:
     return json.dumps(clean(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def explanations_json(report: Report) -> str:
+def explanations_json(report: Document) -> str:
     """The report as JSON: meta summary, then one entry per explained token."""
     return dumps(
         {

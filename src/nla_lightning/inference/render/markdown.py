@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import cast
 
-from nla_lightning.inference.render.report import Report, clean, token_dicts
+from nla_lightning.inference.render.document import Document, clean, token_dicts
 
 
 def cell(value: object) -> str:
@@ -26,7 +26,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
-def explanations_markdown(report: Report) -> str:
+def explanations_markdown(report: Document) -> str:
     """A table token | best score | best explanation, then every sample of each token."""
     tokens = token_dicts(report.results)
     lines = [

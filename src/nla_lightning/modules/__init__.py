@@ -1,1 +1,0 @@
-"""LightningModules: target pretraining (toy world), AV and AR warm start."""

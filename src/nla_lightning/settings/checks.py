@@ -1,0 +1,56 @@
+"""One-line checks of single settings: the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nla_lightning.errors import NLAConfigError
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NLAConfigError(f"{key}={value!r}: expected a finite number")
+    return float(value)
+
+
+def positive(key: str, value: Any) -> None:
+    if _number(key, value) <= 0:
+        raise NLAConfigError(f"{key}={value!r}: must be > 0")
+
+
+def non_negative(key: str, value: Any) -> None:
+    if _number(key, value) < 0:
+        raise NLAConfigError(f"{key}={value!r}: must be >= 0")
+
+
+def between(key: str, value: Any, low: float, high: float) -> None:
+    if not low <= _number(key, value) <= high:
+        raise NLAConfigError(f"{key}={value!r}: must be in [{low}, {high}]")
+
+
+def one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise NLAConfigError(f"{key}={value!r}: choose one of {allowed}")
+
+
+def optional_positive(key: str, value: Any) -> None:
+    if value is not None:
+        positive(key, value)
+
+
+def fractions(key: str, values: Mapping[str, float], names: Iterable[str]) -> None:
+    """Split fractions: known names, each in [0, 1], an `eval` part, summing to 1."""
+    names = list(names)
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise NLAConfigError(f"{key} has unknown splits {unknown}: the splits are {names}")
+    for name, value in values.items():
+        between(f"{key}.{name}", value, 0.0, 1.0)
+    if not values.get("eval"):
+        raise NLAConfigError(f"{key}.eval is missing or 0: evaluation needs a held-out part")
+    total = sum(values.values())
+    if abs(total - 1.0) > 1e-6:
+        raise NLAConfigError(f"{key} sums to {total:g}: the fractions must sum to 1")

@@ -1,0 +1,48 @@
+"""Settings of the two warm-start stages (`sft.av.*`, `sft.ar.*`) with their one default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nla_lightning.settings import checks
+
+
+@dataclass
+class SFTSettings:
+    """One supervised warm start: AdamW with linear warm-up and cosine decay."""
+
+    max_steps: int = 800
+    batch_size: int = 32
+    lr: float = 2.0e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    gradient_clip_val: float | None = 1.0  # Lightning clips by norm; None = off
+    max_new_tokens: int = 40  # AV only: length of the sampled examples in summary.json
+
+    def schedule(self) -> dict[str, float]:
+        """The optimiser's settings, as the warm-start modules take them."""
+        return {
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "warmup_steps": self.warmup_steps,
+            "max_steps": self.max_steps,
+        }
+
+    def check(self, prefix: str) -> None:
+        for key in ("max_steps", "batch_size", "lr", "max_new_tokens"):
+            checks.positive(f"{prefix}.{key}", getattr(self, key))
+        for key in ("weight_decay", "warmup_steps"):
+            checks.non_negative(f"{prefix}.{key}", getattr(self, key))
+        checks.optional_positive(f"{prefix}.gradient_clip_val", self.gradient_clip_val)
+
+
+@dataclass
+class WarmStartSettings:
+    """The AV's and the AR's warm start (the toy world's values)."""
+
+    av: SFTSettings = field(default_factory=SFTSettings)
+    ar: SFTSettings = field(default_factory=lambda: SFTSettings(max_steps=1500, lr=3.0e-3))
+
+    def __post_init__(self) -> None:
+        self.av.check("sft.av")
+        self.ar.check("sft.ar")

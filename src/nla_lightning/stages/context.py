@@ -1,0 +1,96 @@
+"""What every stage receives: the settings, this run's directory, the run it continues, and
+what earlier stages of this process already hold (the target, the NLA's metadata)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nla_lightning.core.meta import NLAMeta
+from nla_lightning.core.target import Target
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.settings import RunSettings
+from nla_lightning.stages.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class Need:
+    """An input of a stage: one of `alternatives` (each a list of run-relative paths) must
+    exist in this run (or be made by an earlier stage of it) or in `from_run`."""
+
+    what: str
+    alternatives: tuple[tuple[str, ...], ...]
+    made_by: str  # the stages that make it, for the error message
+
+    @classmethod
+    def all_of(cls, what: str, made_by: str, *paths: str) -> Need:
+        return cls(what, (tuple(paths),), made_by)
+
+
+@dataclass
+class StageContext:
+    settings: RunSettings
+    run: RunDir
+    source: RunDir | None = None  # from_run
+    target: Target | None = None
+    meta: NLAMeta | None = None
+    documents: list | None = None
+    logs: dict[str, Any] = field(default_factory=dict)
+
+    def find(self, relative: str) -> Path | None:
+        """A run-relative path in this run, else in from_run; None where neither has it."""
+        for run in (self.run, self.source):
+            if run is not None and (run.root / relative).exists():
+                return run.root / relative
+        return None
+
+    def require(self, relative: str) -> Path:
+        path = self.find(relative)
+        if path is None:
+            where = f"{self.run.root}" + (f" or {self.source.root}" if self.source else "")
+            raise NLAConfigError(f"{relative} is in neither {where}")
+        return path
+
+    def split(self, name: str) -> Path:
+        return self.require(f"data/{name}.parquet")
+
+    def load_target(self) -> Target:
+        """The target an earlier stage prepared, or: a real one from the config; the toy
+        world's from this run or from_run."""
+        if self.target is None:
+            model = self.settings.model
+            if model["source"] == "hub":
+                from nla_lightning.core.target import load_hub_target
+
+                self.target = load_hub_target(model)
+            else:
+                from nla_lightning.core.target import load_local_target
+
+                self.target = load_local_target(model["name"], self.require("target"))
+        return self.target
+
+    def load_meta(self) -> NLAMeta:
+        """The NLA's metadata: from the data stage of this process, else a warm-start AV's
+        sidecar, else the eval split's dataset sidecar (its injection scale re-derived from the
+        target when the sidecar has none)."""
+        if self.meta is None:
+            av = self.find("checkpoints/av") or self.find("checkpoints/rl/av")
+            if av is not None:
+                self.meta = NLAMeta.load(av)
+            else:
+                from nla_lightning.data.store import sidecar_path
+
+                meta = NLAMeta.load(sidecar_path(self.split("eval")))
+                if meta.injection_scale is None:
+                    meta = dataclasses.replace(meta, injection_scale=self._injection_scale())
+                self.meta = meta
+        return self.meta
+
+    def _injection_scale(self) -> float:
+        from nla_lightning.core.families import injection_scale_for
+        from nla_lightning.core.models import load_causal_lm
+
+        model = load_causal_lm(self.load_target().path, dtype=self.settings.model["dtype"])
+        return injection_scale_for(model, self.settings.model["injection_scale"])

@@ -1,0 +1,390 @@
+"""Joint RL: GRPO for the AV, one regression step for the AR per batch, KL to a frozen reference.
+
+One LightningModule with manual optimisation; each training step reads like the method:
+rollout -> score with the current AR (no grad) -> AR step -> AV step -> log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import IterableDataset
+
+from nla_lightning.core.activations import normalised_mse
+from nla_lightning.core.metrics import normalised_variance
+from nla_lightning.core.padding import pad_right
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.verbalizer import ActivationVerbalizer, Rollout
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.settings.rl import RLSettings
+from nla_lightning.training.checkpointing import replace_directory
+from nla_lightning.training.distributed import GradientSync
+from nla_lightning.training.example_log import log_examples
+from nla_lightning.training.grpo import (
+    finite_or_none,
+    group_advantages,
+    grpo_loss,
+    rewards_from_mse,
+)
+from nla_lightning.training.reference import ReferencePolicy
+from nla_lightning.training.sft import warmup_cosine
+
+
+class StepIndices(IterableDataset):
+    """Yields RL step indices from the module's counter on, without end: the module stops the
+    Trainer after its last step, so a resumed run continues exactly where the checkpoint stopped
+    (Lightning's own step counter counts both optimisers and skipped steps differently)."""
+
+    def __init__(self, module: NLARLModule) -> None:
+        self.module = module
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count(self.module.steps_done)
+
+
+def _seed_for(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+class NLARLModule(L.LightningModule):
+    def __init__(
+        self,
+        av: ActivationVerbalizer,
+        ar: ActivationReconstructor,
+        activations: torch.Tensor,
+        hp: RLSettings,
+        reference: ReferencePolicy | None = None,
+        examples_path: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.examples_path = examples_path
+        self.av = av
+        self.ar = ar
+        self.hp = hp
+        # A plain attribute (not a submodule): the frozen reference is rebuilt, never saved.
+        self.__dict__["reference"] = reference or ReferencePolicy("none")
+        if hp.beta > 0 and self.reference.mode == "none":
+            raise NLAConfigError(
+                "beta > 0 needs a reference policy: set model.train.reference to "
+                "quantized_4bit or adapter, or stage.rl.beta=0"
+            )
+        self.activations = activations
+        # The FVE denominator per row and dimension, for the per-step FVE.
+        self.variance = normalised_variance(activations, av.meta.mse_scale)
+        # A buffer, so the count travels with the weights (spawned DDP ranks, checkpoints).
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self.bad_steps = 0
+        self.distributed = GradientSync(None)
+        self.examples: list[dict[str, Any]] = []
+        self.timings: list[dict[str, float]] = []
+        self.save_hyperparameters(asdict(hp))
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.step_count)
+
+    @steps_done.setter
+    def steps_done(self, value: int) -> None:
+        self.step_count.fill_(value)
+
+    def on_fit_start(self) -> None:
+        # from_pretrained returns eval-mode models; the policy and AR train (the reference not).
+        self.train()
+
+    def on_train_start(self) -> None:
+        # By now the strategy has wrapped the module (DDP) and the process group exists.
+        self.distributed = GradientSync(self.trainer.strategy)
+
+    def on_fit_end(self) -> None:
+        # Written by rank 0 itself: with spawned ranks the main process never sees the list.
+        if self.examples_path and self.global_rank == 0:
+            Path(self.examples_path).write_text(
+                "".join(json.dumps(e) + "\n" for e in self.examples)
+            )
+
+    # ---- data ---------------------------------------------------------------------------
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(StepIndices(self), batch_size=None)
+
+    def batch_rows(self, step: int) -> torch.Tensor:
+        """Row indices of this rank's batch at `step`: epochs of seeded permutations."""
+        n, size = len(self.activations), self.hp.batch_size
+        start = (step * self.trainer.world_size + self.global_rank) * size
+        permutations: dict[int, torch.Tensor] = {}
+        rows = []
+        for position in range(start, start + size):
+            epoch, offset = divmod(position, n)
+            if epoch not in permutations:
+                generator = torch.Generator().manual_seed(_seed_for(self.hp.seed, "epoch", epoch))
+                permutations[epoch] = torch.randperm(n, generator=generator)
+            rows.append(int(permutations[epoch][offset]))
+        return torch.tensor(rows)
+
+    # ---- the step -----------------------------------------------------------------------
+    def training_step(self, step: int, batch_idx: int) -> None:
+        if step >= self.hp.steps:
+            self.trainer.should_stop = True
+            return
+        # Sampling depends only on (seed, step, rank): resuming replays the same rollouts.
+        torch.manual_seed(_seed_for(self.hp.seed, "step", step, self.global_rank))
+        self.distributed.begin_step()
+        av_opt, ar_opt = self.optimizers()
+        activations = self.activations[self.batch_rows(step)].to(self.device)
+        times = {"start": time.perf_counter()}
+        rollout = self.rollout(activations)
+        times["rollout"] = time.perf_counter()
+        rows = self._ar_rows(rollout.explanations)
+        rewards, mse, valid = self.score(rows, activations)
+        times["score"] = time.perf_counter()
+        ar_loss = self.update_ar(rows, activations, ar_opt)
+        times["ar"] = time.perf_counter()
+        av_stats = self.update_av(rollout, activations, rewards, av_opt)
+        times["av"] = time.perf_counter()
+        self.steps_done = step + 1
+        self.log_step(step, rollout, rewards, mse, valid, ar_loss, av_stats, times)
+        if self.steps_done >= self.hp.steps:
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def rollout(self, activations: torch.Tensor) -> Rollout:
+        """(i) G explanations per activation from the current AV."""
+        self.av.eval()
+        rollout = self.av.sample(
+            activations,
+            group_size=self.hp.group_size,
+            max_new_tokens=self.hp.max_new_tokens,
+            temperature=self.hp.temperature,
+        )
+        self.av.train()
+        return rollout
+
+    def _ar_rows(self, explanations: list[str | None]) -> list[list[int] | None]:
+        """AR input ids per explanation; None for a missing or over-long one."""
+        present = [i for i, e in enumerate(explanations) if e is not None]
+        rows: list[list[int] | None] = [None] * len(explanations)
+        if present:
+            encoded = self.ar.encode([explanations[i] for i in present], overflow="none")
+            for i, row in zip(present, encoded, strict=True):
+                rows[i] = row
+        return rows
+
+    @torch.no_grad()
+    def score(
+        self, rows: list[list[int] | None], activations: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rewards [N] from the CURRENT AR (no grad), per-sample MSE [N] and validity [N]."""
+        targets = activations.repeat_interleave(self.hp.group_size, dim=0)
+        valid = torch.tensor([r is not None for r in rows], device=self.device)
+        mse = torch.full((len(rows),), 2.0, device=self.device)
+        index = valid.nonzero().flatten()
+        if len(index):
+            self.ar.eval()
+            predicted = self._ar_forward([rows[i] for i in index.tolist()])
+            self.ar.train()
+            mse[index] = normalised_mse(predicted, targets[index], self.ar.meta.mse_scale)
+        return rewards_from_mse(mse, valid, kind=self.hp.reward), mse, valid
+
+    def _ar_forward(self, rows: list[list[int]]) -> torch.Tensor:
+        ids, mask = pad_right(rows, self.ar.tokenizer.pad_token_id)
+        return self.ar(ids.to(self.device), mask.to(self.device))
+
+    def ar_loss(self, rows: list[list[int]], targets: torch.Tensor) -> torch.Tensor:
+        """Mean normalised MSE of the AR on (explanation ids -> activation). The ids are plain
+        integers from the rollout, so no gradient can flow back into the AV."""
+        predicted = self._ar_forward(rows)
+        return normalised_mse(predicted, targets, self.ar.meta.mse_scale).mean()
+
+    def update_ar(
+        self, rows: list[list[int] | None], activations: torch.Tensor, optimizer: Any
+    ) -> float | None:
+        """(ii) One regression step on the valid explanations; never reaches the AV."""
+        index = [i for i, row in enumerate(rows) if row is not None]
+        optimizer.zero_grad()
+        total, finite = 0.0, True
+        if index:
+            targets = activations.repeat_interleave(self.hp.group_size, dim=0)[index]
+            rows = [rows[i] for i in index]
+            chunk = self.hp.ar_micro_batch or len(rows)
+            for start in range(0, len(rows), chunk):
+                loss = self.ar_loss(rows[start : start + chunk], targets[start : start + chunk])
+                loss = loss * (len(rows[start : start + chunk]) / len(rows))
+                if not finite_or_none(loss):
+                    finite = False
+                    break
+                self.manual_backward(loss)
+                total += float(loss.detach())
+        # Every rank takes the same decision, so the collective gradient sync never deadlocks.
+        if not self.distributed.all_true(finite):
+            return self._skip("AR loss", optimizer)
+        if not self.distributed.any_true(bool(index)):
+            return None
+        self.distributed.average_gradients(self.ar.parameters())
+        self._clip(optimizer)
+        optimizer.step()
+        self.lr_schedulers()[1].step()
+        return total if index else None
+
+    def update_av(
+        self, rollout: Rollout, activations: torch.Tensor, rewards: torch.Tensor, optimizer: Any
+    ) -> dict[str, float] | None:
+        """(iii) GRPO step(s) on the AV with the clipped ratio and k3 KL to the reference."""
+        if not self.distributed.all_true(finite_or_none(rewards)):
+            self._skip("reward", optimizer)
+            return None
+        advantages = group_advantages(rewards, self.hp.group_size, self.hp.scale_by_std)
+        vectors = activations.repeat_interleave(self.hp.group_size, dim=0)
+        ids, mask = rollout.response_ids.to(self.device), rollout.response_mask.to(self.device)
+        n = len(ids)
+        chunk = self.hp.av_micro_batch or n
+        tokens = mask.sum().clamp_min(1)
+        chunks = [slice(s, s + chunk) for s in range(0, n, chunk)]
+        old = [None] * len(chunks)
+        refs = [self.reference.logprobs(self.av, vectors[c], ids[c], mask[c]) for c in chunks]
+        stats = {"kl": 0.0, "clip_fraction": 0.0, "policy_loss": 0.0}
+        for _ in range(self.hp.inner_epochs):
+            optimizer.zero_grad()
+            for k, part in enumerate(chunks):
+                logprobs = self.av.response_logprobs(vectors[part], ids[part], mask[part])
+                if old[k] is None:
+                    # Rollout log-probs: the policy before this step's updates.
+                    old[k] = logprobs.detach()
+                out = grpo_loss(
+                    logprobs,
+                    old[k],
+                    advantages[part],
+                    mask[part],
+                    ref_logprobs=refs[k],
+                    beta=self.hp.beta,
+                    clip_eps=self.hp.clip_eps,
+                    aggregation=self.hp.aggregation,
+                    max_length=ids.shape[1],
+                )
+                # Weight each chunk so the sum equals the loss of the whole batch.
+                if self.hp.aggregation == "token_mean":
+                    share = float(mask[part].sum() / tokens)
+                else:
+                    share = (min(part.stop, n) - part.start) / n
+                loss = out.loss * share
+                if not self.distributed.all_true(finite_or_none(loss)):
+                    self._skip("AV loss", optimizer)
+                    return None
+                self.manual_backward(loss)
+                for key in stats:
+                    stats[key] += float(getattr(out, key)) * share / self.hp.inner_epochs
+            self.distributed.average_gradients(self.av.parameters())
+            self._clip(optimizer)
+            optimizer.step()
+        self.lr_schedulers()[0].step()
+        self.bad_steps = 0
+        return stats
+
+    def _clip(self, optimizer: Any) -> None:
+        """rl.gradient_clip_val: manual optimisation clips here, after the gradients are
+        averaged across ranks (Lightning's own clipping only serves automatic optimisation)."""
+        if self.hp.gradient_clip_val:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.hp.gradient_clip_val,
+                gradient_clip_algorithm="norm",
+            )
+
+    def _skip(self, what: str, optimizer: Any) -> None:
+        optimizer.zero_grad()
+        self.bad_steps += 1
+        warnings.warn(
+            f"step {self.steps_done}: non-finite {what}; update skipped "
+            f"({self.bad_steps} in a row)",
+            stacklevel=2,
+        )
+        if self.bad_steps >= self.hp.max_bad_steps:
+            raise RuntimeError(
+                f"{self.bad_steps} RL steps in a row had a NaN/inf {what}: training diverged. "
+                "Lower rl.av_lr / rl.ar_lr, raise rl.beta, or resume from the last checkpoint"
+            )
+        return None
+
+    # ---- logging ------------------------------------------------------------------------
+    def log_step(self, step, rollout, rewards, mse, valid, ar_loss, av_stats, times) -> None:
+        g = self.hp.group_size
+        n_tokens = float(rollout.response_mask.sum())
+        total_s = times["av"] - times["start"]
+        metrics = {
+            "rl/fve": 1.0 - float(mse.mean()) / self.variance,
+            "rl/reward": float(rewards.mean()),
+            "rl/reward_std_in_group": float(rewards.view(-1, g).std(dim=1, unbiased=False).mean()),
+            "rl/response_length": float(rollout.lengths.float().mean()),
+            "rl/failure_rate": 1.0 - float(valid.float().mean()),
+            "time/rollout_s": times["rollout"] - times["start"],
+            "time/score_s": times["score"] - times["rollout"],
+            "time/ar_s": times["ar"] - times["score"],
+            "time/av_s": times["av"] - times["ar"],
+            "time/tokens_per_s": n_tokens / max(total_s, 1e-9),
+        }
+        if ar_loss is not None:
+            metrics["rl/ar_loss"] = ar_loss
+        if av_stats is not None:
+            metrics.update({f"rl/{k}": v for k, v in av_stats.items()})
+        self.timings.append(
+            {k: v for k, v in metrics.items() if k.startswith("time/")}
+            | {"samples": len(rewards), "tokens": n_tokens}
+        )
+        self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=len(rewards))
+        self.log("fve", metrics["rl/fve"], prog_bar=True, logger=False)
+        if self.hp.examples_every and step % self.hp.examples_every == 0:
+            rows = [
+                {
+                    "step": step,
+                    "explanation": rollout.explanations[i] or rollout.texts[i],
+                    "reward": float(rewards[i]),
+                    "mse": float(mse[i]),
+                }
+                for i in range(0, len(rewards), g)
+            ]
+            self.examples.extend(rows)
+            if self.global_rank == 0:
+                log_examples(self.logger, rows, step)
+
+    def export(self, directory: str | Path) -> dict[str, Path]:
+        """AV and AR in the release's layout, sidecars saying stage rl (each written whole,
+        then swapped in)."""
+        directory = Path(directory)
+        return {
+            "av": replace_directory(partial(self.av.save, stage="rl"), directory / "av"),
+            "ar": replace_directory(partial(self.ar.save, stage="rl"), directory / "ar"),
+        }
+
+    # ---- optimisers and state -----------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hp
+        av_params = [p for p in self.av.parameters() if p.requires_grad]
+        ar_params = [p for p in self.ar.parameters() if p.requires_grad]
+        av_opt = torch.optim.AdamW(av_params, lr=hp.av_lr, weight_decay=0.0)
+        ar_opt = torch.optim.AdamW(ar_params, lr=hp.ar_lr, weight_decay=0.0)
+        schedules = [
+            torch.optim.lr_scheduler.LambdaLR(
+                opt, warmup_cosine(hp.warmup_steps, hp.steps, floor=1.0)
+            )
+            for opt in (av_opt, ar_opt)
+        ]
+        return [av_opt, ar_opt], schedules
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nla_rl"] = {"bad_steps": self.bad_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("nla_rl")
+        if state is None:
+            raise NLAConfigError("this checkpoint was not written by the RL stage")
+        self.bad_steps = state["bad_steps"]

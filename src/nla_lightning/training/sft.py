@@ -1,0 +1,107 @@
+"""Warm start: AV SFT (response-only next-token loss with injection) and AR SFT (normalised MSE)."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from nla_lightning.core.activations import normalised_mse
+from nla_lightning.core.metrics import FVE
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.verbalizer import ActivationVerbalizer
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
+    """Linear warm-up, then cosine decay to `floor` x the peak learning rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class _WarmStartModule(L.LightningModule):
+    def __init__(self, lr: float, weight_decay: float, warmup_steps: int, max_steps: int) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["av", "ar"])
+
+    def on_fit_start(self) -> None:
+        # from_pretrained returns models in eval mode (dropout off); training wants train mode.
+        self.train()
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(self.hparams.warmup_steps, self.hparams.max_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class AVSFTModule(_WarmStartModule):
+    """Teaches the AV to write the warm-start explanation of an injected activation."""
+
+    def __init__(
+        self,
+        av: ActivationVerbalizer,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 20,
+        max_steps: int = 1000,
+    ) -> None:
+        super().__init__(lr, weight_decay, warmup_steps, max_steps)
+        self.av = av
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.av.sft_loss(batch["activations"], batch["ids"], batch["mask"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        n = batch["ids"].shape[0]
+        loss = self.av.sft_loss(batch["activations"], batch["ids"], batch["mask"])
+        shuffled = self.av.sft_loss(batch["activations_shuffled"], batch["ids"], batch["mask"])
+        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        self.log("val/loss_shuffled", shuffled, batch_size=n)
+
+
+class ARSFTModule(_WarmStartModule):
+    """Teaches the AR to map a warm-start explanation back to its activation."""
+
+    def __init__(
+        self,
+        ar: ActivationReconstructor,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 20,
+        max_steps: int = 1000,
+    ) -> None:
+        super().__init__(lr, weight_decay, warmup_steps, max_steps)
+        self.ar = ar
+        self.val_fve = FVE(ar.meta.d_model, ar.meta.mse_scale)
+        self.val_fve_shuffled = FVE(ar.meta.d_model, ar.meta.mse_scale)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        prediction = self.ar(batch["ids"], batch["mask"])
+        return normalised_mse(prediction, batch["activations"], self.ar.meta.mse_scale), prediction
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)[0].mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        mse, prediction = self.loss(batch)
+        self.val_fve.update(prediction, batch["activations"])
+        self.val_fve_shuffled.update(prediction, batch["activations_shuffled"])
+        n = batch["ids"].shape[0]
+        self.log("val/loss", mse.mean(), batch_size=n)
+        self.log("val/fve", self.val_fve, prog_bar=True, batch_size=n)
+        self.log("val/fve_shuffled", self.val_fve_shuffled, batch_size=n)

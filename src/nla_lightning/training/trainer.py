@@ -1,0 +1,95 @@
+"""Small helpers shared by the stages: a Lightning Trainer per stage and data loaders."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from nla_lightning.data.datasets import ActivationTokens
+from nla_lightning.settings.sft import SFTSettings
+
+
+def make_trainer(
+    trainer_cfg: dict[str, Any],
+    max_steps: int,
+    out_dir: str | Path,
+    logger: Any = None,
+    gradient_clip_val: float | None = None,
+) -> L.Trainer:
+    """A Trainer for one stage (automatic optimisation, clipping by norm at
+    `gradient_clip_val`); checkpoints are exported in the NLA layout instead."""
+    # Stages validate once, after fitting, on held-out data.
+    warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
+    if str(options.get("strategy", "")).endswith("spawn"):
+        # Spawned ranks receive the module through shared memory; file descriptors of empty
+        # storages fail to map in some containers, files always work.
+        torch.multiprocessing.set_sharing_strategy("file_system")
+    return L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(out_dir),
+        gradient_clip_val=gradient_clip_val,
+        **options,
+    )
+
+
+def loader(
+    dataset: ActivationTokens, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=partial(dataset.collate, pad_id=pad_id),
+    )
+
+
+def make_logger(logger_cfg: dict[str, Any] | None, out_dir: str | Path, version: str) -> Any:
+    """The configured Lightning logger for one stage (None when logger=none)."""
+    from hydra.utils import instantiate
+
+    if not logger_cfg:
+        return None
+    return instantiate({**logger_cfg, "save_dir": str(out_dir)}, version=version)
+
+
+def device_of(trainer_cfg: dict[str, Any]) -> str:
+    """The device for work done outside a Trainer (extraction, sampling)."""
+    accelerator = str(trainer_cfg.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def fit_and_validate(
+    module: L.LightningModule,
+    train: ActivationTokens,
+    held_out: ActivationTokens,
+    pad_id: int,
+    hp: SFTSettings,
+    trainer_cfg: dict[str, Any],
+    out_dir: str | Path,
+    logger: Any,
+    seed: int,
+) -> tuple[float, dict[str, float]]:
+    """Fit a warm-start module for hp.max_steps, then validate it once on held-out rows:
+    (last training loss, validation metrics)."""
+    trainer = make_trainer(trainer_cfg, hp.max_steps, out_dir, logger, hp.gradient_clip_val)
+    trainer.fit(module, loader(train, hp.batch_size, pad_id, shuffle=True, seed=seed))
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    metrics = trainer.validate(module, loader(held_out, hp.batch_size, pad_id, shuffle=False))[0]
+    return train_loss, metrics

@@ -1,0 +1,132 @@
+"""The real entry: Hydra composition of conf/, a full tiny run, the CLI and multirun."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.verbalizer import ActivationVerbalizer
+from nla_lightning.errors import NLAConfigError
+from nla_lightning.pipeline import run
+from tests.conftest import TINY_RUN, compose, plain, train_py
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_run_writes_summary_checkpoints_and_logs(tiny_run):
+    summary, out = tiny_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["wall_s"] > 0
+    stages = on_disk["stages"]
+    for key in ("fve", "fve_shuffled", "fve_mean_baseline"):
+        assert isinstance(stages["ar_sft"][key], float)
+    for key in ("loss", "loss_shuffled"):
+        assert stages["av_sft"][key] > 0
+    assert stages["target"]["pretrain_steps"] == 10
+    for part in ("av_sft", "ar_sft", "rl", "eval"):
+        assert (out / "data" / f"{part}.parquet").exists()
+        assert (out / "data" / f"{part}.parquet.nla_meta.yaml").exists()
+    assert (out / "logs" / "av_sft" / "metrics.csv").exists()
+    rl = stages["rl"]
+    assert rl["steps"] == 3
+    for key in ("fve_start", "fve", "fve_shuffled"):
+        assert isinstance(rl[key], float)
+    assert (out / "rl_checkpoints" / "last.ckpt").exists()
+    assert (out / "checkpoints" / "rl" / "ar" / "value_head.safetensors").exists()
+    assert "explanation" in (out / "logs" / "rl" / "examples.csv").read_text()
+    metrics = (out / "logs" / "rl" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("rl/fve", "rl/reward", "rl/kl", "rl/clip_fraction", "time/rollout_s"):
+        assert column in metrics
+
+
+def test_rl_stage_resumes_from_a_previous_run(tiny_run, tmp_path):
+    _, previous = tiny_run
+    cfg = plain(
+        [
+            *TINY_RUN,
+            "stage=rl",
+            f"from_run={previous}",
+            "rl.steps=4",
+            f"ckpt_path={previous / 'rl_checkpoints' / 'step-2.ckpt'}",
+        ],
+        tmp_path,
+    )
+    summary = run(cfg)
+    assert summary["stages"]["rl"]["steps"] == 4
+    # The curve starts where the checkpoint left off.
+    assert [p["step"] for p in summary["stages"]["rl"]["curve"]] == [2, 3, 4]
+    assert "av_sft" not in summary["stages"]
+
+
+def test_rl_stage_without_a_warm_start_says_what_to_pass(tmp_path):
+    with pytest.raises(NLAConfigError, match="from_run"):
+        run(plain([*TINY_RUN, "stage=rl"], tmp_path))
+
+
+def test_exported_checkpoints_reload_and_work(tiny_run):
+    summary, out = tiny_run
+    av = ActivationVerbalizer.load(out / "checkpoints" / "av")
+    ar = ActivationReconstructor.load(out / "checkpoints" / "ar")
+    av.meta.check_compatible(ar.meta, what="the AR")
+    import torch
+
+    rollout = av.sample(torch.randn(2, av.meta.d_model), max_new_tokens=8)
+    assert len(rollout.texts) == 2
+    assert ar.predict(["the colour is red ."]).shape == (1, ar.meta.d_model)
+
+
+def test_qwen_config_composes_and_fails_only_for_want_of_weights(tmp_path):
+    cfg = plain(["model=qwen", "layer=18"], tmp_path)
+    assert cfg["model"]["name"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert cfg["model"]["num_layers"] == 28 and cfg["layer"] == 18
+    with pytest.raises(NLAConfigError, match="could not be downloaded"):
+        run(cfg)
+
+
+def test_default_layer_is_two_thirds_of_depth():
+    assert compose(["model=qwen"]).layer == 18
+    assert compose([]).layer == 2
+
+
+def test_layer_out_of_range_is_refused_before_loading(tmp_path):
+    with pytest.raises(NLAConfigError, match="layer=28 is out of range"):
+        run(plain(["model=qwen", "layer=28"], tmp_path))
+
+
+def test_unknown_model_name_lists_the_choices():
+    with pytest.raises(MissingConfigException, match="qwen"):
+        compose(["model=qwen9000"])
+
+
+def test_cli_qwen_exits_with_a_clear_message(tmp_path):
+    done = train_py(["model=qwen", "layer=18", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert done.returncode == 2
+    assert "could not be downloaded" in done.stderr and "model.path" in done.stderr
+
+
+def test_cli_multirun_over_seeds(tmp_path):
+    done = train_py(["-m", "seed=1,2", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seeds = sorted(json.loads((tmp_path / d / "summary.json").read_text())["seed"] for d in "01")
+    assert seeds == [1, 2]
+
+
+def test_lora_warm_start_and_rl_with_the_adapter_reference(tmp_path):
+    lora = [
+        "model.train.av_mode=lora",
+        "model.train.ar_mode=lora",
+        "model.train.reference=adapter",
+        "model.train.lora_rank=4",
+        "model.train.gradient_checkpointing=true",
+    ]
+    summary = run(plain([*TINY_RUN, *lora], tmp_path))
+    assert summary["stages"]["rl"]["steps"] == 2
+    for role in ("av", "ar"):
+        assert (tmp_path / "checkpoints" / role / "adapter_config.json").exists()
+        assert (tmp_path / "checkpoints" / "rl" / role / "adapter_config.json").exists()
+        assert not (tmp_path / "checkpoints" / "rl" / role / "reference").exists()
+    av = ActivationVerbalizer.load(tmp_path / "checkpoints" / "rl" / "av")
+    ar = ActivationReconstructor.load(tmp_path / "checkpoints" / "rl" / "ar")
+    assert ar.predict(["the colour is red ."]).shape == (1, av.meta.d_model)

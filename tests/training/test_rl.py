@@ -1,0 +1,230 @@
+"""Real RL steps of the tiny NLA: reference modes, isolation of the two updates, resume."""
+
+import lightning as L
+import pytest
+import torch
+
+from nla_lightning.core.reconstructor import ActivationReconstructor
+from nla_lightning.core.verbalizer import ActivationVerbalizer
+from nla_lightning.settings import RLSettings
+from nla_lightning.training.reference import ReferencePolicy
+from nla_lightning.training.rl import NLARLModule
+
+TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_epochs": -1,
+    "enable_progress_bar": False,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+}
+
+
+def make_module(warm_nla, colour_mapping, reference="none", **overrides):
+    av_dir, ar_dir, _ = warm_nla
+    torch.manual_seed(0)
+    av = ActivationVerbalizer.load(av_dir)
+    ar = ActivationReconstructor.load(ar_dir)
+    settings = {
+        "steps": 4,
+        "batch_size": 2,
+        "group_size": 3,
+        "max_new_tokens": 6,
+        "av_lr": 1e-3,
+        "ar_lr": 1e-3,
+        "warmup_steps": 1,
+        "beta": 0.0 if reference == "none" else 0.05,
+    }
+    hp = RLSettings(**{**settings, **overrides})
+    frozen = None
+    if reference == "quantized_4bit":
+        frozen = ActivationVerbalizer.load(av_dir, quantize_4bit=True)
+    activations = colour_mapping[0][:32]
+    return NLARLModule(av, ar, activations, hp, ReferencePolicy(reference, frozen))
+
+
+@pytest.mark.parametrize("reference", ["none", "quantized_4bit"])
+def test_rl_steps_update_both_models(warm_nla, colour_mapping, reference):
+    module = make_module(warm_nla, colour_mapping, reference)
+    av_before = [p.detach().clone() for p in module.av.parameters()]
+    ar_before = [p.detach().clone() for p in module.ar.parameters()]
+    L.Trainer(**TRAINER).fit(module)
+    assert module.steps_done == 4
+    assert any(
+        not torch.equal(a, p) for a, p in zip(av_before, module.av.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, p) for a, p in zip(ar_before, module.ar.parameters(), strict=True)
+    )
+    assert module.examples
+
+
+def test_resume_is_bit_exact(warm_nla, colour_mapping, tmp_path):
+    from nla_lightning.training.checkpointing import AtomicCheckpointIO, RLCheckpoint
+
+    straight = make_module(warm_nla, colour_mapping)
+    saver = RLCheckpoint(tmp_path / "ckpt", every=2, export_dir=tmp_path / "exports")
+    L.Trainer(callbacks=[saver], plugins=[AtomicCheckpointIO()], **TRAINER).fit(straight)
+    assert straight.steps_done == 4
+    assert (tmp_path / "ckpt" / "step-2.ckpt").exists()
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+    assert (tmp_path / "exports" / "step-2" / "ar" / "value_head.safetensors").exists()
+
+    resumed = make_module(warm_nla, colour_mapping)
+    L.Trainer(**TRAINER).fit(resumed, ckpt_path=tmp_path / "ckpt" / "step-2.ckpt")
+    assert resumed.steps_done == 4
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(
+            straight.state_dict().values(),
+            make_module(warm_nla, colour_mapping).state_dict().values(),
+            strict=True,
+        )
+    )
+
+
+def test_ar_update_never_reaches_the_av(warm_nla, colour_mapping):
+    module = make_module(warm_nla, colour_mapping)
+    activations = colour_mapping[0][:4]
+    rollout = module.av.sample(activations, max_new_tokens=12)
+    rows = module._ar_rows(rollout.explanations)
+    index = [i for i, r in enumerate(rows) if r is not None]
+    assert index
+    loss = module.ar_loss([rows[i] for i in index], activations[index])
+    av_params, ar_params = list(module.av.parameters()), list(module.ar.parameters())
+    grads = torch.autograd.grad(loss, av_params + ar_params, allow_unused=True)
+    assert all(g is None for g in grads[: len(av_params)])
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[len(av_params) :])
+
+
+def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(warm_nla, colour_mapping):
+    module = make_module(warm_nla, colour_mapping, max_bad_steps=2)
+    with torch.no_grad():
+        module.ar.head.weight.fill_(float("nan"))  # a broken AR: every reward is NaN
+    av_before = [p.detach().clone() for p in module.av.parameters()]
+    with pytest.warns(UserWarning, match="update skipped"):
+        with pytest.raises(RuntimeError, match="2 RL steps in a row"):
+            L.Trainer(**TRAINER).fit(module)
+    assert all(torch.equal(a, p) for a, p in zip(av_before, module.av.parameters(), strict=True))
+
+
+def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path):
+    from nla_lightning.training.checkpointing import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    class Dying(AtomicCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            def torn_save(obj, f, *args, **kwargs):
+                f.write(b"half a checkpoint")
+                raise KeyboardInterrupt  # the process is killed mid-write
+
+            original = torch.save
+            torch.save = torn_save
+            try:
+                super().save_checkpoint(checkpoint, path, storage_options)
+            finally:
+                torch.save = original
+
+    with pytest.raises(KeyboardInterrupt):
+        Dying().save_checkpoint({"step": 2}, path)
+    assert io.load_checkpoint(path)["step"] == 1
+
+
+class ParameterChecksum(L.Callback):
+    """Each rank writes a checksum of its weights when training ends."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def on_train_end(self, trainer, module):
+        total = sum(float(p.detach().double().sum()) for p in module.parameters())
+        (self.directory / f"rank{trainer.global_rank}.txt").write_text(repr(total))
+
+
+def test_two_process_ddp_keeps_ranks_identical(warm_nla, colour_mapping, tmp_path):
+    module = make_module(warm_nla, colour_mapping)
+    initial = sum(float(p.detach().double().sum()) for p in module.parameters())
+    options = {**TRAINER, "devices": 2, "strategy": "ddp_spawn"}
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    L.Trainer(callbacks=[ParameterChecksum(tmp_path)], **options).fit(module)
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    assert rank0 == rank1  # each rank sampled its own rollouts, yet gradients were averaged
+    assert float(rank0) != initial
+    assert module.steps_done == 4  # the weights and the step count came back to this process
+
+
+def test_lora_av_and_ar_with_the_adapter_reference(warm_nla, colour_mapping, tmp_path):
+    from nla_lightning.training.builders import rl_ar, rl_av
+
+    train = {
+        "dtype": "float32",
+        "av_mode": "lora",
+        "ar_mode": "lora",
+        "reference": "adapter",
+        "lora_rank": 4,
+        "gradient_checkpointing": True,
+    }
+    av, reference = rl_av(warm_nla[0], train, "cpu")
+    ar = rl_ar(warm_nla[1], train, "cpu")
+    trainable = [n for n, p in [*av.named_parameters(), *ar.named_parameters()] if p.requires_grad]
+    assert trainable and all("lora_" in n or n == "head.weight" for n in trainable)
+    hp = RLSettings(
+        steps=2,
+        batch_size=2,
+        group_size=3,
+        max_new_tokens=6,
+        av_lr=1e-2,
+        ar_lr=1e-2,
+        warmup_steps=1,
+        beta=0.05,
+    )
+    module = NLARLModule(av, ar, colour_mapping[0][:16], hp, reference)
+    L.Trainer(**TRAINER).fit(module)
+    assert module.steps_done == 2
+    exported = module.export(tmp_path)
+    again_av = ActivationVerbalizer.load(exported["av"])
+    again_ar = ActivationReconstructor.load(exported["ar"])
+    texts = ["the colour is red .", "the colour is blue ."]
+    torch.testing.assert_close(again_ar.predict(texts), ar.eval().predict(texts))
+    ids = torch.tensor([[5, 3]])
+    acts = colour_mapping[0][:1]
+    torch.testing.assert_close(
+        again_av.response_logprobs(acts, ids, torch.ones_like(ids)),
+        av.eval().response_logprobs(acts, ids, torch.ones_like(ids)),
+    )
+
+
+def test_micro_batches_give_the_same_update_as_one_batch(warm_nla, colour_mapping):
+    whole = make_module(warm_nla, colour_mapping, steps=1)
+    L.Trainer(**TRAINER).fit(whole)
+    split = make_module(warm_nla, colour_mapping, steps=1, av_micro_batch=2, ar_micro_batch=4)
+    L.Trainer(**TRAINER).fit(split)
+    for a, b in zip(whole.state_dict().values(), split.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_capped_responses_and_long_ar_inputs_get_the_failure_reward(warm_nla, colour_mapping):
+    module = make_module(warm_nla, colour_mapping, reward="neg_log_mse")
+    activations = colour_mapping[0][:4]
+    # 3 new tokens cannot reach </explanation>: every response hits the cap unclosed.
+    capped = module.av.sample(activations, group_size=3, max_new_tokens=3)
+    assert all(e is None for e in capped.explanations)
+    rewards, mse, valid = module.score(module._ar_rows(capped.explanations), activations)
+    assert not valid.any()
+    # An orthogonal reconstruction: MSE 2, reward -log 2.
+    assert torch.allclose(mse, torch.full_like(mse, 2.0))
+    assert torch.allclose(rewards, torch.full_like(rewards, -torch.log(torch.tensor(2.0))))
+
+    closed = module.av.sample(activations, group_size=3, max_new_tokens=40)
+    rows = module._ar_rows(closed.explanations)
+    assert any(r is not None for r in rows)
+    longest = max(len(r) for r in rows if r is not None)
+    module.ar.max_input_tokens = longest - 1
+    _, _, valid = module.score(module._ar_rows(closed.explanations), activations)
+    assert [r is not None and len(r) <= longest - 1 for r in rows] == valid.tolist()
