@@ -34,3 +34,28 @@ def test_mean_baseline_is_fve_of_the_normalised_training_mean():
     expected = fve(mean.expand(40, -1), held_out, 2.0)
     assert mean_baseline_fve(train, held_out, 2.0) == pytest.approx(expected)
     assert expected < 1.0
+
+
+def test_the_per_step_fve_formula_equals_the_fve_metric():
+    """RL's per-step FVE (1 - mean normalised MSE / normalised_variance) and NLA.fidelity
+    scores use the same denominator as the FVE metric, chunked or not."""
+    from nla_lightning.core.activations import normalised_mse
+    from nla_lightning.core.metrics import fve, normalised_variance
+
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randn(300, 16, generator=generator) * 5 + 2
+    predicted = targets + torch.randn(300, 16, generator=generator) * 3
+    scale = 4.0
+    per_step = 1 - float(normalised_mse(predicted, targets, scale).mean()) / normalised_variance(
+        targets, scale
+    )
+    assert abs(per_step - fve(predicted, targets, scale)) < 1e-5
+    import nla_lightning.core.metrics as metrics
+
+    whole = normalised_variance(targets, scale)
+    chunk = metrics.CHECK_CHUNK_ROWS
+    try:
+        metrics.CHECK_CHUNK_ROWS = 7  # 300 rows in 43 chunks, the last one short
+        assert abs(metrics.normalised_variance(targets, scale) - whole) < 1e-12
+    finally:
+        metrics.CHECK_CHUNK_ROWS = chunk

@@ -153,6 +153,9 @@ def test_eval_json_fills_attribute_and_fidelity_tables(real_run, tmp_path):
     scores = {"recall": 0.5, "precision": 0.75, "confabulation": 0.125}
     per = {name: {"recall": 0.25 * i, "precision": 0.5} for i, name in enumerate(["who", "where"])}
     evaluation = {
+        "model": "toy",
+        "layer": 2,
+        "eval_rows": 8,
         "fve": {"mean_baseline": -0.25, "warm_start": {"fve": 0.375, "fve_shuffled": -0.5}},
         "attributes": {"warm_start": {**scores, "per_attribute": per}, "shuffled": scores},
         "fidelity": {"rl": {"kl_nla": 0.07, "kl_mean": float("nan")}},
@@ -200,3 +203,14 @@ def test_a_bogus_dir_fails_the_console_script_with_exit_2(tmp_path):
     )
     assert done.returncode == 2
     assert "is not a training run directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_eval_json_of_another_version_is_noted_and_summary_json_used(real_run, tmp_path):
+    """The one rule: eval.json when readable, else summary.json's eval section, never a mix."""
+    run = copy_run(real_run, tmp_path / "other_version")
+    (run / "eval.json").write_text(json.dumps({"fve": {}, "score_v0": 1}))
+    [loaded] = load_runs([run])
+    assert any("eval.json could not be read" in note for note in loaded.notes)
+    in_summary = json.loads((run / "summary.json").read_text())["stages"]["eval"]
+    assert loaded.evaluation is not None
+    assert loaded.evaluation.fve == in_summary["fve"]

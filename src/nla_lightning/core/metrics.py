@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from nla_lightning.core.activations import normalise, normalised_mean
+from nla_lightning.core.activations import CHECK_CHUNK_ROWS, normalise, normalised_mean
 
 
 class FVE(Metric):
@@ -46,10 +46,17 @@ def _total_variance(sumsq: torch.Tensor, sums: torch.Tensor, count: torch.Tensor
 
 
 def normalised_variance(targets: torch.Tensor, mse_scale: float) -> float:
-    """The FVE denominator per row and dimension: 1 - mean normalised MSE / this is the FVE."""
-    true = normalise(targets.detach().double(), mse_scale)
-    total = _total_variance(true.pow(2).sum(), true.sum(dim=0), torch.tensor(float(len(true))))
-    return float(total / true.numel())
+    """The FVE denominator per row and dimension (the per-dimension variance of the rows
+    rescaled to norm `mse_scale`, averaged over dimensions): 1 - mean normalised MSE / this is
+    the FVE. Summed a chunk at a time, so a memory-mapped split is never copied whole."""
+    sumsq = torch.zeros((), dtype=torch.float64)
+    sums = torch.zeros(targets.shape[-1], dtype=torch.float64)
+    for start in range(0, targets.shape[0], CHECK_CHUNK_ROWS):
+        true = normalise(targets[start : start + CHECK_CHUNK_ROWS].detach().double(), mse_scale)
+        sumsq += true.pow(2).sum()
+        sums += true.sum(dim=0)
+    count = torch.tensor(float(targets.shape[0]))
+    return float(_total_variance(sumsq, sums, count) / targets.numel())
 
 
 def fve(prediction: torch.Tensor, target: torch.Tensor, mse_scale: float) -> float:

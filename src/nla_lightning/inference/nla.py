@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nla_lightning.core.activations import capture_activations, normalise, normalised_mse
+from nla_lightning.core.activations import capture_activations, normalised_mse
 from nla_lightning.core.families import encode_document
 from nla_lightning.core.lora import is_adapter_dir, weights_of
 from nla_lightning.core.meta import NLAMeta
+from nla_lightning.core.metrics import normalised_variance
 from nla_lightning.core.models import load_causal_lm, load_tokenizer
 from nla_lightning.core.reconstructor import ActivationReconstructor
 from nla_lightning.core.sidecar import read_pair
@@ -179,8 +180,7 @@ class NLA:
         the variance around zero (scale^2 / d) is used instead."""
         if acts.shape[0] < 2:
             return self.meta.mse_scale**2 / self.meta.d_model
-        normed = normalise(acts.float(), self.meta.mse_scale)
-        return float(normed.var(dim=0, unbiased=False).mean().clamp_min(1e-12))
+        return max(normalised_variance(acts.float().cpu(), self.meta.mse_scale), 1e-12)
 
     @torch.inference_mode()
     def explain(

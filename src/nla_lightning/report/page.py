@@ -116,7 +116,7 @@ def markdown(runs: list[Run], numbers: list[Results], plots: dict[str, bool]) ->
         ["run", "directory", "model", "layer", "d_model", "seed"],
         [
             [r.label, f"`{r.path}`"]
-            + [str(r.summary.get(k, MISSING)) for k in ("model", "layer", "d_model", "seed")]
+            + [str(getattr(r.summary, k)) for k in ("model", "layer", "d_model", "seed")]
             for r in runs
         ],
     )
@@ -157,7 +157,7 @@ def report_data(runs: list[Run], numbers: list[Results], plots: dict[str, bool])
                 "label": run.label,
                 "path": str(run.path),
                 "overrides": run.overrides,
-                **{k: run.summary.get(k) for k in ("model", "layer", "d_model", "seed")},
+                **{k: getattr(run.summary, k) for k in ("model", "layer", "d_model", "seed")},
                 "values": res.values,
                 "fve_sources": res.sources,
                 "per_attribute": res.per_attribute,

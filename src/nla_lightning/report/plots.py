@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from nla_lightning.report.runs import CONDITIONS, Run, Series, number
+from nla_lightning.report.runs import CONDITIONS, Run, Series, finite, number
 
 CONDITION_NAMES = {"warm_start": "warm start", "rl": "after RL", "shuffled": "shuffled control"}
 DPI = 120
@@ -107,7 +107,8 @@ def plot_fve(runs: list[Run], path: Path) -> bool:
     plotted: list[float] = []  # every y drawn, to choose the axis range
     levels: list[float] = []  # the baselines, which must stay in view
     for i in drawn:
-        run, stages = runs[i], runs[i].summary.get("stages", {})
+        run = runs[i]
+        ar_sft, rl = run.stage("ar_sft"), run.stage("rl")
         if train := run.series("rl", "rl/fve"):
             _training_line(ax, train, i, None)
             plotted += train.values
@@ -121,11 +122,11 @@ def plot_fve(runs: list[Run], path: Path) -> bool:
             plotted += shuffled.values
             styles["held-out, shuffled"] = Line2D([], [], color="grey", marker="x", ls=":")
         baselines = [
-            ("mean-vector baseline", number(stages, "ar_sft", "fve_mean_baseline"), (0, (5, 3))),
-            ("warm-start AR-SFT FVE", number(stages, "ar_sft", "fve"), (0, (8, 2, 2, 2))),
+            ("mean-vector baseline", finite(ar_sft and ar_sft.fve_mean_baseline), (0, (5, 3))),
+            ("warm-start AR-SFT FVE", finite(ar_sft and ar_sft.fve), (0, (8, 2, 2, 2))),
         ]
         if not shuffled:  # the logged series already shows the shuffled control
-            start = number(stages, "rl", "fve_shuffled_start")
+            start = finite(rl and rl.fve_shuffled_start)
             baselines.append(("shuffled control", start, (0, (2, 2))))
         for name, value, style in baselines:
             if value is not None:
@@ -234,8 +235,8 @@ def plot_sft_loss(runs: list[Run], path: Path) -> bool:
 
 def attribute_recall(run: Run) -> dict[str, dict[str, float | None]] | None:
     """condition -> {attribute..., "overall"} -> recall, from eval.json; None without it."""
-    attributes = run.evaluation.get("attributes")
-    if not isinstance(attributes, dict):
+    attributes = run.evaluation.attributes if run.evaluation is not None else None
+    if not attributes:
         return None
     table: dict[str, dict[str, float | None]] = {}
     for condition in CONDITIONS:

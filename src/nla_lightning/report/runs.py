@@ -18,16 +18,9 @@ from typing import Any
 import yaml
 
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.stages.summary import EvalSection, RunSummary, section
 
 STAGES = ("target", "av_sft", "ar_sft", "rl")
-# FVE keys measured on the same held-out rows as one another: taken from one file only.
-ROUND_TRIP = (
-    "fve_warm_start",
-    "fve_rl",
-    "fve_mean_baseline",
-    "fve_shuffled_warm_start",
-    "fve_shuffled_rl",
-)
 # eval.json's three conditions of the attribute check, in the order the page shows them.
 CONDITIONS = ("warm_start", "rl", "shuffled")
 
@@ -46,8 +39,9 @@ class Run:
 
     path: Path
     label: str
-    summary: dict[str, Any]
-    evaluation: dict[str, Any]
+    summary: RunSummary
+    # The run's evaluation (see `load_run` for which file); None if it was never evaluated.
+    evaluation: EvalSection | None
     logs: dict[str, dict[str, Series]]
     overrides: list[str]
     # Problems with optional files, said on the page instead of failing the whole report.
@@ -55,6 +49,10 @@ class Run:
 
     def series(self, stage: str, column: str) -> Series | None:
         return self.logs.get(stage, {}).get(column)
+
+    def stage(self, name: str) -> Any:
+        """The typed section of a stage that ran (see stages/summary.py); None if it did not."""
+        return self.summary.stages.get(name)
 
 
 @dataclass
@@ -159,7 +157,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
             f"`python train.py` in its output directory, e.g. outputs/<date>/<time>){hint}"
         )
     try:
-        summary = _read_json(summary_file)
+        summary = RunSummary.read(summary_file)
     except (ValueError, OSError) as err:
         raise NLAConfigError(
             f"{summary_file} could not be read as JSON ({err}): rerun the run, or restore the "
@@ -167,15 +165,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         ) from err
 
     notes: list[str] = []
-    # stage=eval writes eval.json and the same report into summary.json; either will do.
-    stages = summary.get("stages")
-    in_summary = stages.get("eval") if isinstance(stages, dict) else None
-    evaluation: dict[str, Any] = in_summary if isinstance(in_summary, dict) else {}
-    if (path / "eval.json").is_file():
-        try:
-            evaluation = _read_json(path / "eval.json")
-        except (ValueError, OSError) as err:
-            notes.append(f"eval.json could not be read ({err}); rerun stage=eval to recreate it")
+    evaluation = _evaluation(path, summary, notes)
     logs: dict[str, dict[str, Series]] = {}
     for stage in STAGES:
         file = _metrics_file(path / "logs", stage)
@@ -198,6 +188,21 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     )
 
 
+def _evaluation(path: Path, summary: RunSummary, notes: list[str]) -> EvalSection | None:
+    """The one rule: eval.json when the run directory has it, else summary.json's eval section.
+
+    Both hold the same report when `stage=eval` ran in the run itself; eval.json is the newer
+    when another run evaluated this one (`stage=eval from_run=<this run>` writes it here)."""
+    file = path / "eval.json"
+    if not file.is_file():
+        return summary.stages.get("eval")
+    try:
+        return section(EvalSection, _read_json(file), str(file))
+    except (ValueError, OSError, NLAConfigError) as err:
+        notes.append(f"eval.json could not be read ({err}); rerun stage=eval to recreate it")
+        return summary.stages.get("eval")
+
+
 def load_runs(paths: list[str | Path]) -> list[Run]:
     """Several runs, each labelled by its Hydra overrides (or directory name), labels unique."""
     runs = [load_run(p) for p in paths]
@@ -215,52 +220,63 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
     return runs
 
 
+def finite(value: Any) -> float | None:
+    return number({"v": value}, "v")
+
+
+def _round_trip(run: Run) -> tuple[dict[str, float | None], str]:
+    """The round-trip FVE figures and their file: the evaluation's when the run has one (its own
+    held-out rows), else those RL and AR-SFT measured; never a mix, whose rows differ."""
+    ev = run.evaluation
+    if ev is not None and ev.fve:
+        return {
+            "fve_warm_start": number(ev.fve, "warm_start", "fve"),
+            "fve_rl": number(ev.fve, "rl", "fve"),
+            "fve_mean_baseline": number(ev.fve, "mean_baseline"),
+            "fve_shuffled_warm_start": number(ev.fve, "warm_start", "fve_shuffled"),
+            "fve_shuffled_rl": number(ev.fve, "rl", "fve_shuffled"),
+        }, "eval.json"
+    rl, ar = run.stage("rl"), run.stage("ar_sft")
+    return {
+        "fve_warm_start": finite(rl and rl.fve_start),
+        "fve_rl": finite(rl and rl.fve),
+        "fve_mean_baseline": finite(ar and ar.fve_mean_baseline),
+        "fve_shuffled_warm_start": finite(rl and rl.fve_shuffled_start),
+        "fve_shuffled_rl": finite(rl and rl.fve_shuffled),
+    }, "summary.json"
+
+
 def results(run: Run) -> Results:
-    """The numbers the report tables show for one run.
+    """The numbers the report tables show for one run; `sources` names each FVE's file.
 
-    Round-trip FVE and the mean baseline come from eval.json when it has an "fve" section (the
-    dedicated held-out evaluation), else from the figures summary.json recorded during RL and
-    AR-SFT; one run's round-trip numbers are never a mix of the two, which use different rows.
-    AR-SFT FVE (a separate measurement) falls back to summary.json. `sources` names the file."""
-    stages, ev = run.summary.get("stages", {}), run.evaluation
+    Round trip: see `_round_trip`. AR-SFT FVE is its own measurement, always summary.json's."""
     values: dict[str, float | int | None] = {}
-    sources: dict[str, str] = {}
-    from_eval = isinstance(ev.get("fve"), dict)
+    round_trip, source = _round_trip(run)
+    ar = run.stage("ar_sft")
+    values |= round_trip
+    values["fve_ar_sft"] = finite(ar and ar.fve)
+    values["fve_shuffled_ar_sft"] = finite(ar and ar.fve_shuffled)
+    sources = {k: source for k, v in round_trip.items() if v is not None}
+    for key in ("fve_ar_sft", "fve_shuffled_ar_sft"):
+        if values[key] is not None:
+            sources[key] = "summary.json"
 
-    def pick(key: str, eval_keys: tuple[str, ...] | None, summary_keys: tuple[str, ...]) -> None:
-        value, source = None, "eval.json"
-        if from_eval and eval_keys is not None:
-            value = number(ev["fve"], *eval_keys)
-        if value is None and not (from_eval and key in ROUND_TRIP):
-            value, source = number(stages, *summary_keys), "summary.json"
-        values[key] = value
-        if value is not None:
-            sources[key] = source
-
-    pick("fve_warm_start", ("warm_start", "fve"), ("rl", "fve_start"))
-    pick("fve_rl", ("rl", "fve"), ("rl", "fve"))
-    pick("fve_ar_sft", ("ar_sft",), ("ar_sft", "fve"))
-    pick("fve_mean_baseline", ("mean_baseline",), ("ar_sft", "fve_mean_baseline"))
-    pick("fve_shuffled_warm_start", ("warm_start", "fve_shuffled"), ("rl", "fve_shuffled_start"))
-    pick("fve_shuffled_rl", ("rl", "fve_shuffled"), ("rl", "fve_shuffled"))
-    pick("fve_shuffled_ar_sft", None, ("ar_sft", "fve_shuffled"))  # only summary.json has it
-
-    attributes = ev.get("attributes") if isinstance(ev.get("attributes"), dict) else {}
+    ev = run.evaluation
+    attributes = ev.attributes if ev is not None else {}
     for metric in ("recall", "precision", "confabulation"):
         for condition in CONDITIONS:
             values[f"{metric}_{condition}"] = number(attributes, condition, metric)
+    fidelity = ev.fidelity if ev is not None else {}
     for checkpoint in ("warm_start", "rl"):
         for kind in ("nla", "mean", "shuffled"):
-            values[f"kl_{kind}_{checkpoint}"] = number(ev, "fidelity", checkpoint, f"kl_{kind}")
+            values[f"kl_{kind}_{checkpoint}"] = number(fidelity, checkpoint, f"kl_{kind}")
 
     for stage in ("av_sft", "ar_sft", "rl"):
-        steps = number(stages, stage, "steps")
-        values[f"steps_{stage}"] = None if steps is None else int(steps)
+        values[f"steps_{stage}"] = getattr(run.stage(stage), "steps", None)
     for stage in STAGES:
-        values[f"wall_s_{stage}"] = number(stages, stage, "wall_s")
-    eval_wall = number(ev, "wall_s")
-    values["wall_s_eval"] = eval_wall if eval_wall is not None else number(stages, "eval", "wall_s")
-    values["wall_s"] = number(run.summary, "wall_s")
+        values[f"wall_s_{stage}"] = finite(getattr(run.stage(stage), "wall_s", None))
+    values["wall_s_eval"] = finite(ev.wall_s) if ev is not None else None
+    values["wall_s"] = finite(run.summary.wall_s)
 
     per_attribute = {
         condition: {

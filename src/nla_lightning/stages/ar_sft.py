@@ -11,7 +11,7 @@ from nla_lightning.data.columns import table_explanations
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.settings import RunSettings
-from nla_lightning.stages.context import Need, StageContext
+from nla_lightning.stages.context import Need, StageContext, warm_start_needs
 from nla_lightning.training.builders import warm_start_ar
 from nla_lightning.training.sft import ARSFTModule
 from nla_lightning.training.trainer import fit_and_validate, make_logger
@@ -20,10 +20,7 @@ NAME = "ar_sft"
 
 
 def needs(settings: RunSettings) -> list[Need]:
-    split = Need.all_of("the AR's data", "data", "data/ar_sft.parquet", "data/eval.parquet")
-    if settings.model["source"] == "hub":
-        return [split]
-    return [Need.all_of("the toy target", "target", "target"), split]
+    return warm_start_needs(settings, "the AR's data", "ar_sft")
 
 
 def makes(settings: RunSettings) -> list[str]:

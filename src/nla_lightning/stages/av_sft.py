@@ -13,7 +13,7 @@ from nla_lightning.data.columns import table_explanations
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.data.store import read_activations
 from nla_lightning.settings import RunSettings
-from nla_lightning.stages.context import Need, StageContext
+from nla_lightning.stages.context import Need, StageContext, warm_start_needs
 from nla_lightning.training.builders import warm_start_av
 from nla_lightning.training.sft import AVSFTModule
 from nla_lightning.training.trainer import fit_and_validate, make_logger
@@ -22,10 +22,7 @@ NAME = "av_sft"
 
 
 def needs(settings: RunSettings) -> list[Need]:
-    split = Need.all_of("the AV's data", "data", "data/av_sft.parquet", "data/eval.parquet")
-    if settings.model["source"] == "hub":
-        return [split]
-    return [Need.all_of("the toy target", "target", "target"), split]
+    return warm_start_needs(settings, "the AV's data", "av_sft")
 
 
 def makes(settings: RunSettings) -> list[str]:

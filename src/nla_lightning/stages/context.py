@@ -29,6 +29,14 @@ class Need:
         return cls(what, (tuple(paths),), made_by)
 
 
+def warm_start_needs(settings: RunSettings, what: str, split: str) -> list[Need]:
+    """A warm start reads its split, the held-out split and (toy world) the run's target."""
+    data = Need.all_of(what, "data", f"data/{split}.parquet", "data/eval.parquet")
+    if settings.model["source"] == "hub":
+        return [data]
+    return [Need.all_of("the toy target", "target", "target"), data]
+
+
 @dataclass
 class StageContext:
     settings: RunSettings
