@@ -36,7 +36,6 @@ def test_a_command_line_value_reaches_the_typed_settings(tmp_path):
     [
         ("rl.group_size=0", "rl.group_size"),
         ("rl.clip_eps=1.5", "rl.clip_eps"),
-        ("rl.aggregation=sum", "rl.aggregation"),
         ("rl.reward=mse", "rl.reward"),
         ("rl.gradient_clip_val=-1", "rl.gradient_clip_val"),
         ("rl.beta=-0.1", "rl.beta"),
@@ -45,6 +44,19 @@ def test_a_command_line_value_reaches_the_typed_settings(tmp_path):
         ("layer=99", "layer"),
         ("model.train.av_mode=half", "model.train.av_mode"),
         ("model.injection_scale=-2", "model.injection_scale"),
+        ("rl.kl_estimator=k2", "rl.kl_estimator"),
+        ("rl.aggregation=mean", "rl.aggregation"),
+        ("rl.adam_betas=[0.9,1.0]", "rl.adam_betas[1]"),
+        ("rl.adam_betas=[0.9]", "rl.adam_betas"),
+        ("rl.av_lr=0", "rl.av_lr"),
+        ("rl.gradient_clip_val=0", "rl.gradient_clip_val"),
+        ("sft.av.lr_schedule=linear", "sft.av.lr_schedule"),
+        ("sft.ar.accumulate_grad_batches=0", "sft.ar.accumulate_grad_batches"),
+        ("model.injection_scale=median", "model.injection_scale"),
+        ("model.train.reference=bf16", "model.train.reference"),
+        ("data.fractions={av_sft:0.3,ar_sft:0.3,rl:0.3,eval:0.2}", "sum to 1"),
+        ("data.fractions={av_sft:0.5,ar_sft:0.4,rl:0.0,eval:0.1}", "data.fractions.rl"),
+        ("data.n_docs=5", "data.fractions"),
         ("stage.run=[rl,bogus]", "bogus"),
         ("stage.run=[rl,rl]", "twice"),
     ],
@@ -79,3 +91,51 @@ def test_beta_without_a_reference_is_refused(tmp_path):
         validate(plain(["model.train.reference=none"], tmp_path))
     # Without RL in the run, the same setting is harmless.
     validate(plain(["model.train.reference=none", "stage=warm_start"], tmp_path))
+
+
+# The release's recipe, written from method.md ("The official recipe"), not from our configs.
+RELEASE_RL = {
+    "batch_size": 128,
+    "group_size": 4,
+    "av_lr": 1e-5,
+    "ar_lr": 5e-5,
+    "kl_estimator": "k1",
+    "beta": 0.01,
+    "scale_by_std": True,
+    "aggregation": "sequence_mean",
+    "gradient_clip_val": 1.0,
+    "adam_betas": [0.9, 0.95],
+    "max_new_tokens": 150,
+    "reward": "neg_mse",
+    "clip_eps": 0.2,
+    "warmup_steps": 0,
+}
+
+
+def test_the_release_experiment_is_the_release_recipe(tmp_path):
+    settings = validate(plain(["experiment=qwen7b_release"], tmp_path))
+    for key, value in RELEASE_RL.items():
+        assert getattr(settings.rl, key) == value, key
+    assert settings.layer == 20 and settings.model["injection_scale"] == 150
+    assert settings.model["train"]["av_mode"] == settings.model["train"]["ar_mode"] == "full"
+    assert settings.model["dtype"] == "bfloat16"
+    assert (settings.sft.av.lr, settings.sft.ar.lr) == (5e-5, 1e-4)
+    for side in (settings.sft.av, settings.sft.ar):
+        assert side.lr_schedule == "constant" and side.gradient_clip_val == 1.0
+        assert side.batch_size * side.accumulate_grad_batches == 256
+    data = settings.data
+    assert (data.prefixes_per_doc, data.min_tokens - 1, data.max_tokens) == (10, 50, 4096)
+
+
+def test_real_model_presets_do_not_inherit_toy_values(tmp_path):
+    toy = validate(plain([], tmp_path))
+    for model in ("qwen", "qwen_small", "llama", "gemma"):
+        real = validate(plain([f"model={model}"], tmp_path))
+        assert real.rl.av_lr < toy.rl.av_lr and real.sft.av.lr < toy.sft.av.lr, model
+        assert real.sft.ar.lr <= 1e-4, model  # the identity-initialised d x d head stays near it
+        assert real.rl.scale_by_std and real.rl.kl_estimator == "k1", model
+        assert real.rl.gradient_clip_val == 1.0 and real.rl.adam_betas == [0.9, 0.95], model
+    qwen = validate(plain(["model=qwen"], tmp_path))
+    assert qwen.layer == 20 and qwen.model["injection_scale"] == 150
+    # A group chosen on the command line still wins over the preset's.
+    assert validate(plain(["model=qwen", "rl=default"], tmp_path)).rl == toy.rl

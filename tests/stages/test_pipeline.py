@@ -85,8 +85,11 @@ def test_qwen_config_composes_and_fails_only_for_want_of_weights(tmp_path):
         run(cfg)
 
 
-def test_default_layer_is_two_thirds_of_depth():
-    assert compose(["model=qwen"]).layer == 18
+def test_default_layer_is_two_thirds_of_depth_unless_the_release_chose_one():
+    for model, depth in (("qwen_small", 24), ("llama", 32), ("gemma", 42)):
+        assert compose([f"model={model}"]).layer == 2 * depth // 3, model
+    assert compose(["model=qwen"]).layer == 20  # the released Qwen NLA's layer (18 by the rule)
+    assert compose(["model=qwen", "layer=18"]).layer == 18
     assert compose([]).layer == 2
 
 

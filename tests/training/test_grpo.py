@@ -11,11 +11,13 @@ from nla_lightning.training.grpo import (
     REWARD_KINDS,
     GRPOLoss,
     aggregate,
+    chunk_weight,
     clipped_policy_loss,
     failure_reward,
     finite_or_none,
     group_advantages,
     grpo_loss,
+    k1_kl,
     k3_kl,
     rewards_from_mse,
 )
@@ -35,19 +37,19 @@ def test_group_advantages_centres_per_group():
     assert torch.equal(adv, torch.tensor([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
 
 
-def test_group_advantages_scaled_by_population_std():
-    # Group [1, 2, 3]: mean 2, population var (1 + 0 + 1) / 3 = 2/3, std = sqrt(2/3).
+def test_group_advantages_scaled_by_unbiased_std():
     adv = group_advantages(
-        torch.tensor([1.0, 2.0, 3.0, 3.0, 3.0, 3.0]), group_size=3, scale_by_std=True, eps=0.0
+        torch.tensor([1.0, 2.0, 4.0, 3.0, 3.0, 3.0]), group_size=3, scale_by_std=True, eps=0.0
     )
-    s = math.sqrt(2.0 / 3.0)
-    close(adv, [-1 / s, 0.0, 1 / s, 0.0, 0.0, 0.0])
-    # Group of 2 [0, 4]: population std 2 -> exactly +-1 (unbiased would give +-0.707).
+    # Group [1, 2, 4]: mean 7/3, deviations -4/3, -1/3, 5/3, unbiased var (16+1+25)/9/2 = 7/3.
+    s = math.sqrt(7.0 / 3.0)
+    close(adv, [-4 / 3 / s, -1 / 3 / s, 5 / 3 / s, 0.0, 0.0, 0.0])
+    # Group of 2 [0, 4]: unbiased std 2*sqrt(2) -> +-1/sqrt(2) (population std would give +-1).
     adv2 = group_advantages(torch.tensor([0.0, 4.0]), group_size=2, scale_by_std=True, eps=0.0)
-    close(adv2, [-1.0, 1.0])
-    # eps enters the denominator: std 2 + eps 2 -> +-0.5.
+    close(adv2, [-1 / math.sqrt(2), 1 / math.sqrt(2)])
+    # The release's eps (1e-6) enters the denominator; a large eps shows it: 2*sqrt(2) + 2.
     adv3 = group_advantages(torch.tensor([0.0, 4.0]), group_size=2, scale_by_std=True, eps=2.0)
-    close(adv3, [-0.5, 0.5])
+    close(adv3, [-2 / (2 * math.sqrt(2) + 2), 2 / (2 * math.sqrt(2) + 2)])
 
 
 @pytest.mark.parametrize("scale", [False, True])
@@ -298,3 +300,59 @@ def test_finite_or_none():
     assert finite_or_none(torch.tensor(float("inf"))) is False
     assert finite_or_none(torch.tensor(float("-inf")), ok) is False
     assert finite_or_none() is True
+
+
+# --- release options: k1, sum, chunk weights -----------------------------------------------
+
+
+def test_k1_is_logp_minus_ref_with_gradient_one():
+    logp = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    ref = torch.tensor([-2.0, -1.0, -0.5], requires_grad=True)
+    kl = k1_kl(logp, ref)
+    close(kl, [1.0, -1.0, 0.0])  # negative where the reference likes the token more
+    kl.sum().backward()
+    close(logp.grad, [1.0, 1.0, 1.0])
+    assert ref.grad is None
+
+
+def test_grpo_loss_with_k1_adds_beta_times_the_token_difference():
+    # One row, two real tokens and one pad; ratio 1 and advantage 0, so only the KL remains.
+    logp = torch.tensor([[-1.0, -3.0, 9.0]])
+    ref = torch.tensor([[-1.5, -2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    common = dict(ref_logprobs=ref, beta=0.1, aggregation="sequence_mean")
+    k1 = grpo_loss(logp, logp, torch.zeros(1), mask, kl_estimator="k1", **common)
+    # k1 per token: 0.5, -1.0 -> mean -0.25; loss = 0.1 * -0.25.
+    close(k1.kl, -0.25)
+    close(k1.loss, -0.025)
+    k3 = grpo_loss(logp, logp, torch.zeros(1), mask, kl_estimator="k3", **common)
+    # k3: d = ref - logp = -0.5 and 1.0 -> exp(-0.5) + 0.5 - 1 and e - 1 - 1.
+    expected = ((math.exp(-0.5) - 0.5) + (math.e - 2.0)) / 2
+    close(k3.kl, expected)
+    close(k3.loss, 0.1 * expected)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        grpo_loss(logp, logp, torch.zeros(1), mask, kl_estimator="k2", **common)
+
+
+def test_sum_and_sequence_mean_aggregations_by_hand():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 100.0, 100.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    close(aggregate(per_token, mask, "sum"), 10.0)
+    close(aggregate(per_token, mask, "token_mean"), 10.0 / 4)
+    # Per-sample token means 2 and 4, then their mean: the release's aggregation.
+    close(aggregate(per_token, mask, "sequence_mean"), 3.0)
+    close(aggregate(per_token, mask, "constant_norm", max_length=5), 10.0 / (2 * 5))
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "sequence_mean", "constant_norm", "sum"])
+def test_chunk_weights_make_micro_batches_sum_to_the_batch_loss(mode):
+    generator = torch.Generator().manual_seed(0)
+    per_token = torch.randn(6, 5, generator=generator)
+    mask = (torch.rand(6, 5, generator=generator) > 0.3).int()
+    whole = aggregate(per_token, mask, mode, max_length=5)
+    parts = [slice(0, 4), slice(4, 6)]
+    summed = sum(
+        aggregate(per_token[p], mask[p], mode, max_length=5) * chunk_weight(mode, mask[p], mask)
+        for p in parts
+    )
+    close(summed, float(whole), atol=1e-5)

@@ -189,7 +189,17 @@ def test_estimate_rejects_bad_settings():
     with pytest.raises(ValueError):
         estimate_memory(config, 18, av_mode="8bit")
     with pytest.raises(ValueError):
-        estimate_memory(config, 18, reference="frozen")
+        estimate_memory(config, 18, reference="bf16")
+
+
+def test_a_frozen_reference_weighs_what_the_full_policy_weighs():
+    """reference=frozen (the release's) is a second AV in the training dtype; NF4 is less
+    (~2.6x for Qwen2.5-7B: the linear layers shrink ~3.6x, embeddings and lm_head do not)."""
+    config = qwen25_7b()
+    frozen = estimate_memory(config, 18, av_mode="full", reference="frozen", dtype_bytes=2)
+    nf4 = estimate_memory(config, 18, av_mode="full", reference="quantized_4bit", dtype_bytes=2)
+    assert frozen.reference == pytest.approx(frozen.policy, rel=1e-9)
+    assert 2.0 < frozen.reference / nf4.reference < 3.6
 
 
 def test_table_and_total():

@@ -38,8 +38,8 @@ def make_module(warm_nla, colour_mapping, reference="none", **overrides):
     }
     hp = RLSettings(**{**settings, **overrides})
     frozen = None
-    if reference == "quantized_4bit":
-        frozen = ActivationVerbalizer.load(av_dir, quantize_4bit=True)
+    if reference in ("quantized_4bit", "frozen"):
+        frozen = ActivationVerbalizer.load(av_dir, quantize_4bit=reference == "quantized_4bit")
     activations = colour_mapping[0][:32]
     return NLARLModule(av, ar, activations, hp, ReferencePolicy(reference, frozen))
 
@@ -228,3 +228,43 @@ def test_capped_responses_and_long_ar_inputs_get_the_failure_reward(warm_nla, co
     module.ar.max_input_tokens = longest - 1
     _, _, valid = module.score(module._ar_rows(closed.explanations), activations)
     assert [r is not None and len(r) <= longest - 1 for r in rows] == valid.tolist()
+
+
+def test_frozen_reference_is_the_warm_start_exactly(warm_nla, colour_mapping):
+    """reference=frozen (the release's): before any update the policy and its reference agree
+    token for token, so both KL estimators are exactly 0."""
+    from nla_lightning.training.grpo import k1_kl, k3_kl
+
+    module = make_module(warm_nla, colour_mapping, "frozen")
+    activations = colour_mapping[0][:2]
+    rollout = module.rollout(activations)
+    vectors = activations.repeat_interleave(module.hp.group_size, dim=0)
+    ids, mask = rollout.response_ids, rollout.response_mask
+    with torch.no_grad():
+        policy = module.av.response_logprobs(vectors, ids, mask)
+    reference = module.reference.logprobs(module.av, vectors, ids, mask)
+    assert torch.equal(policy, reference)
+    assert k1_kl(policy, reference).abs().max() == 0 and k3_kl(policy, reference).max() == 0
+
+
+def test_rl_with_the_release_options(warm_nla, colour_mapping):
+    """k1, std-scaled advantages, the per-sample mean, clipping and AdamW (0.9, 0.95) in a real
+    Trainer run: the optimisers carry the betas and every step is taken."""
+    module = make_module(
+        warm_nla,
+        colour_mapping,
+        "frozen",
+        steps=2,
+        kl_estimator="k1",
+        scale_by_std=True,
+        aggregation="sequence_mean",
+        gradient_clip_val=1.0,
+        adam_betas=[0.9, 0.95],
+        adam_eps=1e-6,
+    )
+    trainer = L.Trainer(**TRAINER)
+    trainer.fit(module)
+    assert module.steps_done == 2
+    for optimizer in trainer.optimizers:
+        group = optimizer.param_groups[0]
+        assert group["betas"] == (0.9, 0.95) and group["eps"] == 1e-6

@@ -7,7 +7,7 @@ import pytest
 from nla_lightning.writers import AnthropicWriter, build_prompt
 from nla_lightning.writers.http import RequestRejectedError
 
-GOOD = "feature one about the text\nfeature two about the end"
+GOOD = "feature one about the text\n\nfeature two about the end"
 
 
 def writer(llm, **kwargs) -> AnthropicWriter:

@@ -9,5 +9,5 @@ def test_prompt_contains_text_and_asks_for_tagged_features():
     prompt = build_prompt("Once upon a {time} there")
     assert "Once upon a {time} there" in prompt
     assert "{text}" in INSTRUCTION and "{text}" not in prompt
-    for phrase in ("<analysis>", "</analysis>", "2-3", "10-20 words", "LAST token"):
+    for phrase in ("<analysis>", "</analysis>", "2-3", "80-100 words", "LAST token", "final token"):
         assert phrase in prompt

@@ -11,7 +11,7 @@ from nla_lightning.writers import OpenAIWriter, build_prompt
 from nla_lightning.writers.http import RequestRejectedError
 from tests.writers.fake_server import FakeLLM
 
-GOOD = "feature one about the text\nfeature two about the end"
+GOOD = "feature one about the text\n\nfeature two about the end"
 
 
 def writer(llm: FakeLLM, **kwargs: Any) -> OpenAIWriter:

@@ -1,4 +1,6 @@
-"""parse_summary: strict last-block extraction, list-marker clean-up, statuses."""
+"""parse_summary: strict last-block extraction, the release's clean-up (list markers, letters,
+roman numerals, **bold**), features joined by a blank line, statuses. Expected values are
+written from the release's description (method.md, "The official recipe")."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from nla_lightning.writers import parse_summary
 from nla_lightning.writers.parsing import clean_feature
 
 
-def test_written_joins_features_with_newlines():
+def test_written_joins_features_with_a_blank_line():
     answer = "thinking...\n<analysis>\n- alpha feature\n- beta feature\n</analysis> bye"
-    assert parse_summary(answer) == ("alpha feature\nbeta feature", "written")
+    assert parse_summary(answer) == ("alpha feature\n\nbeta feature", "written")
 
 
 @pytest.mark.parametrize(
@@ -26,6 +28,17 @@ def test_written_joins_features_with_newlines():
         ("- 1. nested marker", "nested marker"),
         ("2024 was a year", "2024 was a year"),
         ("-dash without space", "dash without space"),
+        ("a. lettered", "lettered"),
+        ("B) upper letter", "upper letter"),
+        ("(c) parenthesised letter", "parenthesised letter"),
+        ("iv. roman", "roman"),
+        ("(ii) roman in parens", "roman in parens"),
+        ("III) upper roman", "upper roman"),
+        ("**Topic:** a war story", "Topic: a war story"),
+        ("**the whole feature in bold**", "the whole feature in bold"),
+        ("- **Syntax**: an open clause", "Syntax: an open clause"),
+        ("I think it is a poem", "I think it is a poem"),
+        ("a.m. is when it starts", "a.m. is when it starts"),
     ],
 )
 def test_list_markers_are_stripped(line, clean):
@@ -34,17 +47,17 @@ def test_list_markers_are_stripped(line, clean):
 
 def test_marker_cleanup_inside_parse():
     answer = "<analysis>\n1. first one\n\n  2) second one\n(3) third one\n</analysis>"
-    assert parse_summary(answer) == ("first one\nsecond one\nthird one", "written")
+    assert parse_summary(answer) == ("first one\n\nsecond one\n\nthird one", "written")
 
 
 def test_last_closed_block_wins():
     answer = "<analysis>\n- old a\n- old b\n</analysis>\n<analysis>\n- new a\n- new b\n</analysis>"
-    assert parse_summary(answer)[0] == "new a\nnew b"
+    assert parse_summary(answer)[0] == "new a\n\nnew b"
 
 
 def test_trailing_unclosed_block_is_ignored():
     answer = "<analysis>\n- a one\n- b two\n</analysis>\n<analysis>\n- unfinished"
-    assert parse_summary(answer) == ("a one\nb two", "written")
+    assert parse_summary(answer) == ("a one\n\nb two", "written")
 
 
 @pytest.mark.parametrize(
@@ -67,3 +80,21 @@ def test_min_features_is_configurable():
     answer = "<analysis>\n- a\n- b\n</analysis>"
     assert parse_summary(answer, min_features=3) == (None, "too_few_features")
     assert parse_summary("<analysis>- solo</analysis>", min_features=1) == ("solo", "written")
+
+
+def test_paragraphs_are_features_and_wrapped_lines_join():
+    """The release's style: features as paragraphs, a feature may wrap over lines."""
+    answer = (
+        "<analysis>\nThe text is a recipe\nfor bread.\n\n"
+        "**Final token:** the word 'knead', so an object must follow.\n</analysis>"
+    )
+    assert parse_summary(answer) == (
+        "The text is a recipe for bread.\n\nFinal token: the word 'knead', so an object must "
+        "follow.",
+        "written",
+    )
+
+
+def test_a_single_paragraph_is_one_feature():
+    answer = "<analysis>\nOne long feature\nwrapped over\nthree lines.\n</analysis>"
+    assert parse_summary(answer) == (None, "too_few_features")

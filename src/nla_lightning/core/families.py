@@ -221,14 +221,3 @@ def chat_prompt_ids(tokenizer: Any, message: str) -> list[int]:
     if ids and isinstance(ids[0], list):
         ids = ids[0]
     return [int(i) for i in ids]
-
-
-def injection_scale_for(model: Any, setting: float | str) -> float:
-    """'auto': the median norm of a token's row as it enters the first block (Gemma scales the
-    embedding by sqrt(d)), so the injected vector looks like a token; a number wins."""
-    if setting != "auto":
-        return float(setting)
-    module = model.get_input_embeddings()
-    weight = module.weight.detach().float()
-    scale = float(getattr(module, "embed_scale", 1.0)) * embedding_output_scale(model)
-    return float(weight.norm(dim=-1).median()) * scale

@@ -259,13 +259,14 @@ def build_meta(
     config: Any,
     base_model: str,
     layer: int,
-    injection_scale: float,
+    injection_scale: float | None,
     mse_scale: float | None = None,
     actor_template: str = REFERENCE_ACTOR_TEMPLATE,
     critic_template: str = REFERENCE_CRITIC_TEMPLATE,
     injection_char: str | None = None,
 ) -> NLAMeta:
-    """Make the metadata of a new NLA from a live tokenizer and model config."""
+    """Make the metadata of a new NLA from a live tokenizer and model config (`injection_scale`
+    None: not known yet, e.g. until the activations it is taken from are extracted)."""
     from nla_lightning.core.families import text_config
 
     config = text_config(config)
@@ -278,7 +279,7 @@ def build_meta(
         d_model=d_model,
         layer=int(layer),
         num_layers=int(config.num_hidden_layers),
-        injection_scale=float(injection_scale),
+        injection_scale=None if injection_scale is None else float(injection_scale),
         mse_scale=float(mse_scale if mse_scale is not None else math.sqrt(d_model)),
         injection_char=char,
         injection_token_id=token_id,

@@ -54,3 +54,13 @@ def fractions(key: str, values: Mapping[str, float], names: Iterable[str]) -> No
     total = sum(values.values())
     if abs(total - 1.0) > 1e-6:
         raise NLAConfigError(f"{key} sums to {total:g}: the fractions must sum to 1")
+
+
+def betas(key: str, value: Any) -> list[float]:
+    """AdamW's (beta1, beta2): two numbers in [0, 1)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise NLAConfigError(f"{key}={value!r}: expected two numbers, e.g. {key}=[0.9,0.95]")
+    for i, beta in enumerate(value):
+        if not 0.0 <= _number(f"{key}[{i}]", beta) < 1.0:
+            raise NLAConfigError(f"{key}[{i}]={beta!r}: must be in [0, 1)")
+    return [float(value[0]), float(value[1])]

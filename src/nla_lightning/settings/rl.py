@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nla_lightning.settings import checks
 
 # How per-token losses become one number, and how an MSE becomes a reward (training/grpo.py).
-AGGREGATIONS = ("token_mean", "sequence_mean", "constant_norm")
+AGGREGATIONS = ("token_mean", "sequence_mean", "constant_norm", "sum")
+KL_ESTIMATORS = ("k1", "k3")
 REWARD_KINDS = ("neg_log_mse", "neg_mse")
 
 
@@ -23,14 +24,25 @@ class RLSettings:
     max_new_tokens: int = 150  # the release caps rollouts here; longer is a failure
     temperature: float = 1.0
     beta: float = 0.01  # KL weight; > 0 needs model.train.reference
+    # Per-token KL to the reference: k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0, low
+    # variance), k1 = logp - ref (the release's).
+    kl_estimator: str = "k3"
     clip_eps: float = 0.2
     inner_epochs: int = 1
-    scale_by_std: bool = False  # divide group advantages by the group std
-    aggregation: str = "token_mean"  # token_mean | sequence_mean | constant_norm
-    reward: str = "neg_log_mse"  # neg_log_mse | neg_mse
+    # Divide group advantages (r - mean) by the group's unbiased std + 1e-6 (the release does).
+    scale_by_std: bool = False
+    # How per-token losses become one number: token_mean = over every token of the batch;
+    # sequence_mean = each sample's token mean, then the mean over samples (the release's);
+    # constant_norm = sum / (samples x max_new_tokens); sum = the plain sum.
+    aggregation: str = "token_mean"
+    reward: str = "neg_log_mse"  # neg_log_mse (the paper's) | neg_mse (the release code's)
     av_lr: float = 1.0e-4
     ar_lr: float = 3.0e-4
-    warmup_steps: int = 10
+    warmup_steps: int = 10  # linear warm-up, then constant (0 = constant from the start)
+    # AdamW of both updates; the release's are [0.9, 0.95].
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1.0e-8
+    weight_decay: float = 0.0
     # Manual optimisation: the stage clips by norm itself (trainer.gradient_clip_val is
     # refused). None = off.
     gradient_clip_val: float | None = None
@@ -53,6 +65,10 @@ class RLSettings:
         checks.non_negative("rl.beta", self.beta)
         checks.between("rl.clip_eps", self.clip_eps, 0.0, 1.0)
         checks.one_of("rl.aggregation", self.aggregation, AGGREGATIONS)
+        checks.one_of("rl.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        self.adam_betas = checks.betas("rl.adam_betas", self.adam_betas)
+        checks.positive("rl.adam_eps", self.adam_eps)
+        checks.non_negative("rl.weight_decay", self.weight_decay)
         checks.one_of("rl.reward", self.reward, REWARD_KINDS)
         checks.optional_positive("rl.gradient_clip_val", self.gradient_clip_val)
         for key in (

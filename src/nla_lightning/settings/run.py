@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nla_lightning.core.injection_scale import check_setting as check_injection_scale
 from nla_lightning.core.layers import check_layer
 from nla_lightning.core.lora import TRAIN_MODES
 from nla_lightning.core.models import DTYPES
@@ -19,7 +21,10 @@ from nla_lightning.settings.sft import SFTSettings, WarmStartSettings
 
 # The stage names, in the order a whole run takes them (stages/ has one module each).
 STAGE_NAMES = ("target", "data", "av_sft", "ar_sft", "rl", "eval")
-REFERENCES = ("quantized_4bit", "adapter", "none")
+# The RL stage's KL reference, the frozen warm-start AV: a separate NF4 copy (quantized_4bit),
+# a separate copy in the training dtype (frozen, the release's), the LoRA-trained AV with its
+# adapters off (adapter), or no KL (none).
+REFERENCE_MODES = ("quantized_4bit", "frozen", "adapter", "none")
 # Trainer keys that would change the optimisation: each stage takes them from its own group
 # (SFT clips through Lightning, RL clips itself under manual optimisation), so one set here
 # would be honoured by some stages and silently dropped by others.
@@ -27,7 +32,8 @@ REFUSED_TRAINER_KEYS = {
     "gradient_clip_val": "sft.av.gradient_clip_val, sft.ar.gradient_clip_val or "
     "rl.gradient_clip_val",
     "gradient_clip_algorithm": "the stages clip by norm",
-    "accumulate_grad_batches": "rl.av_micro_batch / rl.ar_micro_batch (same update, less memory)",
+    "accumulate_grad_batches": "sft.av.accumulate_grad_batches, sft.ar.accumulate_grad_batches "
+    "or rl.av_micro_batch / rl.ar_micro_batch (same update, less memory)",
     "max_steps": "sft.av.max_steps, sft.ar.max_steps or rl.steps",
     "max_epochs": "sft.av.max_steps, sft.ar.max_steps or rl.steps",
 }
@@ -98,19 +104,44 @@ def check_stages(stages: Any) -> list[str]:
     return stages
 
 
+# The split each stage trains or evaluates on (data.fractions names them).
+SPLIT_OF_STAGE = {"av_sft": "av_sft", "ar_sft": "ar_sft", "rl": "rl", "eval": "eval"}
+
+
+def check_splits(stages: list[str], data: ToyDataSettings | CorpusDataSettings) -> None:
+    """A run that makes its data must give each of its stages' splits some documents."""
+    if "data" not in stages:
+        return
+    for stage_name in stages:
+        split = SPLIT_OF_STAGE.get(stage_name)
+        if split is None:
+            continue
+        fraction = data.fractions.get(split, 0.0)
+        if fraction <= 0:
+            raise NLAConfigError(
+                f"data.fractions.{split}={fraction}: stage {stage_name} trains or evaluates on "
+                f"that split, so it would be empty; give it a fraction > 0 (and lower another "
+                "so the fractions still sum to 1), or drop the stage from stage.run"
+            )
+        if data.n_docs is not None and data.n_docs * fraction < 1:
+            raise NLAConfigError(
+                f"data.fractions.{split}={fraction} of data.n_docs={data.n_docs} documents is "
+                f"less than one document: the {split} split would be empty; raise data.n_docs "
+                f"to at least {math.ceil(1 / fraction)} or the fraction"
+            )
+
+
 def check_model(model: dict[str, Any]) -> None:
     checks.one_of("model.source", model.get("source"), ("toy", "hub"))
     checks.one_of("model.templates", model.get("templates"), sorted(TEMPLATES))
     checks.one_of("model.dtype", model.get("dtype"), sorted(DTYPES))
-    scale = model.get("injection_scale")
-    if scale != "auto":
-        checks.positive("model.injection_scale (a number or 'auto')", scale)
+    check_injection_scale("model.injection_scale", model.get("injection_scale"))
     if model.get("mse_scale") is not None:
         checks.positive("model.mse_scale", model["mse_scale"])
     train = model.get("train") or {}
     checks.one_of("model.train.av_mode", train.get("av_mode"), TRAIN_MODES)
     checks.one_of("model.train.ar_mode", train.get("ar_mode"), TRAIN_MODES)
-    checks.one_of("model.train.reference", train.get("reference"), REFERENCES)
+    checks.one_of("model.train.reference", train.get("reference"), REFERENCE_MODES)
     checks.positive("model.train.lora_rank", train.get("lora_rank"))
     if train["reference"] == "adapter" and train["av_mode"] == "full":
         raise NLAConfigError(
@@ -155,6 +186,8 @@ def validate(cfg: dict[str, Any]) -> RunSettings:
             "rl.beta > 0 needs a reference policy: set model.train.reference to quantized_4bit "
             "or adapter, or rl.beta=0"
         )
+    data = _build(DATA_SETTINGS[data_name], cfg["data"], "data")
+    check_splits(stages, data)
     from_run = cfg.get("from_run")
     if from_run is not None and not Path(from_run).is_dir():
         raise NLAConfigError(f"from_run={from_run}: no such run directory")
@@ -168,7 +201,7 @@ def validate(cfg: dict[str, Any]) -> RunSettings:
         sft=_warm_start(cfg.get("sft")),
         rl=rl,
         eval=_build(EvalSettings, cfg.get("eval"), "eval"),
-        data=_build(DATA_SETTINGS[data_name], cfg["data"], "data"),
+        data=data,
         model=model,
         trainer=cfg["trainer"],
         writer=cfg["writer"],

@@ -42,7 +42,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
         for table in (train_table, eval_table)
     )
-    module = ARSFTModule(ar, **hp.schedule())
+    module = ARSFTModule(ar, **hp.optimiser())
     logger = make_logger(settings.logger, ctx.run.root, NAME)
     train_loss, metrics = fit_and_validate(
         module,

@@ -44,7 +44,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
         for table in (train_table, eval_table)
     )
-    module = AVSFTModule(av, **hp.schedule())
+    module = AVSFTModule(av, **hp.optimiser())
     logger = make_logger(settings.logger, ctx.run.root, NAME)
     train_loss, metrics = fit_and_validate(
         module,

@@ -14,6 +14,9 @@ from nla_lightning.errors import NLAConfigError
 from nla_lightning.settings import RunSettings
 from nla_lightning.stages.run_dir import RunDir
 
+# The split whose activations `model.injection_scale=auto` is taken from: the first present.
+SCALE_SPLITS = ("av_sft", "ar_sft", "rl", "eval")
+
 
 @dataclass(frozen=True)
 class Need:
@@ -81,8 +84,8 @@ class StageContext:
 
     def load_meta(self) -> NLAMeta:
         """The NLA's metadata: from the data stage of this process, else a warm-start AV's
-        sidecar, else the eval split's dataset sidecar (its injection scale re-derived from the
-        target when the sidecar has none)."""
+        sidecar, else the eval split's dataset sidecar (which, in the release's format, has no
+        injection scale: it is derived again by `injection_scale`)."""
         if self.meta is None:
             av = self.find("checkpoints/av") or self.find("checkpoints/rl/av")
             if av is not None:
@@ -92,13 +95,33 @@ class StageContext:
 
                 meta = NLAMeta.load(sidecar_path(self.split("eval")))
                 if meta.injection_scale is None:
-                    meta = dataclasses.replace(meta, injection_scale=self._injection_scale())
+                    meta = dataclasses.replace(meta, injection_scale=self.injection_scale(meta))
                 self.meta = meta
         return self.meta
 
-    def _injection_scale(self) -> float:
-        from nla_lightning.core.families import injection_scale_for
-        from nla_lightning.core.models import load_causal_lm
+    def injection_scale(self, meta: NLAMeta) -> float:
+        """model.injection_scale resolved (core/injection_scale.py): a number as it is, `auto`
+        from the activations of the run's first training split, `embedding` from the target."""
+        from nla_lightning.core import injection_scale
 
-        model = load_causal_lm(self.load_target().path, dtype=self.settings.model["dtype"])
-        return injection_scale_for(model, self.settings.model["injection_scale"])
+        setting = self.settings.model["injection_scale"]
+        if setting == "auto":
+            from nla_lightning.data.store import read_activations
+
+            split = next(
+                (path for name in SCALE_SPLITS if (path := self.find(f"data/{name}.parquet"))),
+                None,
+            )
+            if split is None:
+                raise NLAConfigError(
+                    "model.injection_scale=auto is taken from the extracted activations, and "
+                    "this run has no data/*.parquet: run the data stage or pass from_run"
+                )
+            table = read_activations(split, expect=meta)
+            return injection_scale.from_activations(table.activations)
+        if setting == "embedding":
+            from nla_lightning.core.models import load_causal_lm
+
+            model = load_causal_lm(self.load_target().path, dtype=self.settings.model["dtype"])
+            return injection_scale.from_embeddings(model)
+        return float(setting)

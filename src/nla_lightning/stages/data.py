@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from nla_lightning.core.families import injection_scale_for
+from nla_lightning.core.injection_scale import from_embeddings
 from nla_lightning.core.meta import build_meta
 from nla_lightning.core.models import load_causal_lm
 from nla_lightning.core.templates import templates
@@ -46,7 +46,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         target.config,
         base_model=target.name,
         layer=settings.layer,
-        injection_scale=injection_scale_for(model, model_cfg["injection_scale"]),
+        injection_scale=_known_scale(model, model_cfg["injection_scale"]),
         mse_scale=model_cfg.get("mse_scale"),
         actor_template=actor,
         critic_template=critic,
@@ -84,4 +84,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
         )
         done = {}
     rows = {name: pq.read_metadata(path).num_rows for name, path in ctx.run.splits().items()}
-    return {"rows": rows, **done}
+    if meta.injection_scale is None:  # `auto`: now that the activations exist
+        ctx.meta = meta = meta.with_updates(injection_scale=ctx.injection_scale(meta))
+    return {"rows": rows, "injection_scale": meta.injection_scale, **done}
+
+
+def _known_scale(model: Any, setting: float | str) -> float | None:
+    """The injection scale where it is known before extraction; None for `auto`."""
+    if setting == "auto":
+        return None
+    return from_embeddings(model) if setting == "embedding" else float(setting)

@@ -27,6 +27,7 @@ class TargetSection:
 @dataclass
 class DataSection:
     rows: dict[str, int] = field(default_factory=dict)  # rows per split
+    injection_scale: float | None = None  # model.injection_scale resolved (core/injection_scale)
     extraction: str | None = None  # corpus: what extraction did
     writer: dict[str, str] = field(default_factory=dict)  # corpus: the writer's counts per split
 

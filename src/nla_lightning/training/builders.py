@@ -79,9 +79,9 @@ def rl_av(
     if train["gradient_checkpointing"]:
         gradient_checkpointing(av.model)
     frozen = None
-    if reference == "quantized_4bit":
+    if reference in ("quantized_4bit", "frozen"):
         frozen = ActivationVerbalizer.load(
-            av_dir, dtype=train["dtype"], device=device, quantize_4bit=True
+            av_dir, dtype=train["dtype"], device=device, quantize_4bit=reference == "quantized_4bit"
         )
     return av, ReferencePolicy(reference, frozen)
 

@@ -1,5 +1,6 @@
 """GRPO pieces for training the activation verbaliser: rewards, group-relative advantages,
-the token-level clipped policy loss, the k3 KL to a frozen reference and loss aggregation.
+the token-level clipped policy loss, the KL to a frozen reference (k1 or k3) and loss
+aggregation. The options are documented once, on `RLSettings` (settings/rl.py).
 
 Pure torch functions, no model code. Rows are grouped contiguously: rows ``g*i .. g*i+g-1``
 are the ``g`` responses sampled for activation ``i``.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nla_lightning.settings.rl import AGGREGATIONS, REWARD_KINDS
+from nla_lightning.settings.rl import AGGREGATIONS, KL_ESTIMATORS, REWARD_KINDS
 
 
 def group_advantages(
@@ -22,10 +23,11 @@ def group_advantages(
     """Group-relative advantages: rewards [N] -> [N] float32, reward minus its group's mean.
 
     With ``scale_by_std`` the centred reward is divided by ``std + eps`` where std is the
-    *population* std of the group (unbiased=False; TRL uses the unbiased one). Population std
-    keeps a group of 2 at advantages of exactly +-1 (before eps) and never divides by g-1 = 0.
-    A group whose rewards are all equal gets exactly 0 for every row: floating-point means of
-    equal values need not equal the values, so such groups are zeroed explicitly.
+    *unbiased* std of the group (divides by g - 1), as the release and TRL do: a group of 2
+    with rewards a < b gets -+1/sqrt(2) before eps. A group whose rewards are all equal
+    (including every group of 1, where g - 1 = 0) gets exactly 0 for every row:
+    floating-point means of equal values need not equal the values, so such groups are zeroed
+    explicitly.
     """
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -40,7 +42,8 @@ def group_advantages(
     grouped = rewards.float().view(-1, group_size)
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     if scale_by_std:
-        centred = centred / (grouped.std(dim=1, unbiased=False, keepdim=True) + eps)
+        spread = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.ones_like(centred)
+        centred = centred / (spread + eps)
     # Equal rewards carry no learning signal; force exact zeros (also covers group_size 1).
     degenerate = grouped.amax(dim=1, keepdim=True) == grouped.amin(dim=1, keepdim=True)
     return torch.where(degenerate, torch.zeros_like(centred), centred).view(n)
@@ -55,6 +58,18 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     """
     delta = ref_logprobs.detach().float() - logprobs.float()
     return torch.exp(delta) - delta - 1.0
+
+
+def k1_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token k1 estimate of KL(policy || ref): ``logp - ref``, float32 (the release's).
+
+    Unbiased for samples drawn from the policy but, unlike k3, negative wherever the sample is
+    likelier under the reference; as a loss term its gradient is the score function alone.
+    Gradient flows through ``logprobs`` only."""
+    return logprobs.float() - ref_logprobs.detach().float()
+
+
+KL_FUNCTIONS = {"k1": k1_kl, "k3": k3_kl}
 
 
 def clipped_policy_loss(
@@ -99,6 +114,7 @@ def aggregate(
     - ``sequence_mean``: mean over each sequence's tokens, then mean over all N sequences
       (original GRPO; a sequence with no tokens contributes 0).
     - ``constant_norm``: sum / (N * max_length) (Dr. GRPO; ``max_length`` required).
+    - ``sum``: the plain sum over every unmasked token (no normalisation).
 
     Masked positions are selected out with ``where`` rather than multiplied by 0, so NaN/inf
     in padding does not leak into the value. No tokens at all gives 0, not NaN.
@@ -118,7 +134,19 @@ def aggregate(
         return values.sum() / keep.sum().clamp(min=1)
     if mode == "sequence_mean":
         return (values.sum(dim=-1) / keep.sum(dim=-1).clamp(min=1)).mean()
+    if mode == "sum":
+        return values.sum()
     return values.sum() / (n * max_length)
+
+
+def chunk_weight(mode: str, chunk_mask: Tensor, batch_mask: Tensor) -> float:
+    """The weight of a micro-batch's loss (rows ``chunk_mask`` [n, T] of ``batch_mask``
+    [N, T]) so that the weighted chunk losses sum to the whole batch's ``aggregate(mode)``."""
+    if mode == "token_mean":
+        return float(chunk_mask.sum() / batch_mask.sum().clamp(min=1))
+    if mode == "sum":
+        return 1.0
+    return chunk_mask.shape[0] / batch_mask.shape[0]
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -149,15 +177,18 @@ def grpo_loss(
     clip_eps_high: float | None = None,
     aggregation: str = "token_mean",
     max_length: int | None = None,
+    kl_estimator: str = "k3",
 ) -> GRPOLoss:
     """GRPO loss from logprobs/old_logprobs/ref_logprobs/mask [N, T] and advantages [N].
 
-    Per token: clipped policy loss + ``beta`` * k3 KL (added only when ``beta > 0``; needs
-    ``ref_logprobs``), reduced with ``aggregate(mode=aggregation)``. ``policy_loss`` is the
-    policy term alone under the same aggregation; ``kl`` is the masked token mean of k3
-    (reported whenever ``ref_logprobs`` is given, else 0); ``clip_fraction`` is the fraction
-    of unmasked tokens whose ratio was clipped.
+    Per token: clipped policy loss + ``beta`` * KL (``kl_estimator`` k1 or k3; added only when
+    ``beta > 0``; needs ``ref_logprobs``), reduced with ``aggregate(mode=aggregation)``.
+    ``policy_loss`` is the policy term alone under the same aggregation; ``kl`` is the masked
+    token mean of the estimator (reported whenever ``ref_logprobs`` is given, else 0);
+    ``clip_fraction`` is the fraction of unmasked tokens whose ratio was clipped.
     """
+    if kl_estimator not in KL_FUNCTIONS:
+        raise ValueError(f"unknown kl_estimator {kl_estimator!r}; expected one of {KL_ESTIMATORS}")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta > 0 and ref_logprobs is None:
@@ -173,7 +204,7 @@ def grpo_loss(
     per_token = policy_tok
     kl = torch.zeros((), device=logprobs.device)
     if ref_logprobs is not None:
-        kl_tok = k3_kl(logprobs, ref_logprobs)
+        kl_tok = KL_FUNCTIONS[kl_estimator](logprobs, ref_logprobs)
         kl = _masked_mean(kl_tok, mask)
         if beta > 0:
             per_token = per_token + beta * kl_tok

@@ -32,13 +32,13 @@ from typing import Any
 
 from nla_lightning.core.families import text_config
 from nla_lightning.settings.rl import RLSettings
+from nla_lightning.settings.run import REFERENCE_MODES
 
 GIB = 2**30
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64  # packed 4-bit weight + fp32 absmax per 64-weight block
 ADAM_BYTES_PER_PARAM = 8  # exp_avg + exp_avg_sq in fp32
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TRAIN_MODES = ("full", "lora", "qlora")
-REFERENCE_MODES = ("quantized_4bit", "adapter", "none")
 
 
 def _dims(config: Any) -> dict[str, int]:
@@ -199,9 +199,10 @@ def estimate_memory(
         ar_trainable = lora_parameters(config, lora_rank, num_layers=ar_layers) + head
         ar += (ar_trainable - head) * dtype_bytes
     trainable = av_trainable + ar_trainable
+    # A separate frozen AV: in NF4 (quantized_4bit) or in the training dtype (frozen).
     ref = (
-        _weight_bytes(config, None, True, True, True, dtype_bytes)
-        if reference == "quantized_4bit"
+        _weight_bytes(config, None, True, True, reference == "quantized_4bit", dtype_bytes)
+        if reference in ("quantized_4bit", "frozen")
         else 0
     )
 

@@ -6,6 +6,7 @@ import torch
 
 from nla_lightning.core.verbalizer import ActivationVerbalizer
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.settings.run import REFERENCE_MODES
 
 REFERENCE_ADAPTER = "reference"
 
@@ -13,17 +14,15 @@ REFERENCE_ADAPTER = "reference"
 class ReferencePolicy:
     """Log-probs of the frozen warm-start AV for the KL penalty.
 
-    `quantized_4bit`: a separate NF4 copy; `adapter`: the trained AV with its LoRA adapters
-    disabled (no extra weights); `none`: no KL.
+    `quantized_4bit` / `frozen`: a separate NF4 / full-precision copy; `adapter`: the trained
+    AV with its LoRA adapters disabled (no extra weights); `none`: no KL.
     """
 
     def __init__(self, mode: str, frozen: ActivationVerbalizer | None = None) -> None:
-        if mode not in ("quantized_4bit", "adapter", "none"):
-            raise NLAConfigError(
-                f"unknown reference mode {mode!r}: use quantized_4bit, adapter or none"
-            )
-        if mode == "quantized_4bit" and frozen is None:
-            raise NLAConfigError("reference mode quantized_4bit needs the frozen 4-bit AV")
+        if mode not in REFERENCE_MODES:
+            raise NLAConfigError(f"unknown reference mode {mode!r}: use one of {REFERENCE_MODES}")
+        if mode in ("quantized_4bit", "frozen") and frozen is None:
+            raise NLAConfigError(f"reference mode {mode} needs the frozen copy of the AV")
         self.mode = mode
         self.frozen = frozen
         if frozen is not None:

@@ -32,6 +32,7 @@ from nla_lightning.training.checkpointing import replace_directory
 from nla_lightning.training.distributed import GradientSync
 from nla_lightning.training.example_log import log_examples
 from nla_lightning.training.grpo import (
+    chunk_weight,
     finite_or_none,
     group_advantages,
     grpo_loss,
@@ -239,7 +240,7 @@ class NLARLModule(L.LightningModule):
     def update_av(
         self, rollout: Rollout, activations: torch.Tensor, rewards: torch.Tensor, optimizer: Any
     ) -> dict[str, float] | None:
-        """(iii) GRPO step(s) on the AV with the clipped ratio and k3 KL to the reference."""
+        """(iii) GRPO step(s) on the AV: clipped ratio, KL to the reference (rl.kl_estimator)."""
         if not self.distributed.all_true(finite_or_none(rewards)):
             self._skip("reward", optimizer)
             return None
@@ -248,7 +249,6 @@ class NLARLModule(L.LightningModule):
         ids, mask = rollout.response_ids.to(self.device), rollout.response_mask.to(self.device)
         n = len(ids)
         chunk = self.hp.av_micro_batch or n
-        tokens = mask.sum().clamp_min(1)
         chunks = [slice(s, s + chunk) for s in range(0, n, chunk)]
         old = [None] * len(chunks)
         refs = [self.reference.logprobs(self.av, vectors[c], ids[c], mask[c]) for c in chunks]
@@ -270,19 +270,19 @@ class NLARLModule(L.LightningModule):
                     clip_eps=self.hp.clip_eps,
                     aggregation=self.hp.aggregation,
                     max_length=ids.shape[1],
+                    kl_estimator=self.hp.kl_estimator,
                 )
-                # Weight each chunk so the sum equals the loss of the whole batch.
-                if self.hp.aggregation == "token_mean":
-                    share = float(mask[part].sum() / tokens)
-                else:
-                    share = (min(part.stop, n) - part.start) / n
+                share = chunk_weight(self.hp.aggregation, mask[part], mask)
                 loss = out.loss * share
                 if not self.distributed.all_true(finite_or_none(loss)):
                     self._skip("AV loss", optimizer)
                     return None
                 self.manual_backward(loss)
+                # kl and clip_fraction are token means: weighted by the chunk's tokens.
+                weights = {"policy_loss": share, "kl": chunk_weight("token_mean", mask[part], mask)}
+                weights["clip_fraction"] = weights["kl"]
                 for key in stats:
-                    stats[key] += float(getattr(out, key)) * share / self.hp.inner_epochs
+                    stats[key] += float(getattr(out, key)) * weights[key] / self.hp.inner_epochs
             self.distributed.average_gradients(self.av.parameters())
             self._clip(optimizer)
             optimizer.step()
@@ -370,8 +370,9 @@ class NLARLModule(L.LightningModule):
         hp = self.hp
         av_params = [p for p in self.av.parameters() if p.requires_grad]
         ar_params = [p for p in self.ar.parameters() if p.requires_grad]
-        av_opt = torch.optim.AdamW(av_params, lr=hp.av_lr, weight_decay=0.0)
-        ar_opt = torch.optim.AdamW(ar_params, lr=hp.ar_lr, weight_decay=0.0)
+        adam = {"betas": tuple(hp.adam_betas), "eps": hp.adam_eps, "weight_decay": hp.weight_decay}
+        av_opt = torch.optim.AdamW(av_params, lr=hp.av_lr, **adam)
+        ar_opt = torch.optim.AdamW(ar_params, lr=hp.ar_lr, **adam)
         schedules = [
             torch.optim.lr_scheduler.LambdaLR(
                 opt, warmup_cosine(hp.warmup_steps, hp.steps, floor=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,9 +27,20 @@ def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
 
 
 class _WarmStartModule(L.LightningModule):
-    def __init__(self, lr: float, weight_decay: float, warmup_steps: int, max_steps: int) -> None:
+    """AdamW with a linear warm-up, then cosine decay to 0.1x (`cosine`) or a constant rate
+    (`constant`, the release's); the optimiser settings are `SFTSettings.optimiser()`'s."""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 20,
+        max_steps: int = 1000,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        lr_schedule: str = "cosine",
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["av", "ar"])
+        self.save_hyperparameters()
 
     def on_fit_start(self) -> None:
         # from_pretrained returns models in eval mode (dropout off); training wants train mode.
@@ -36,11 +48,13 @@ class _WarmStartModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
         optimizer = torch.optim.AdamW(
-            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.adam_betas)
         )
+        floor = 1.0 if hp.lr_schedule == "constant" else 0.1
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(self.hparams.warmup_steps, self.hparams.max_steps)
+            optimizer, warmup_cosine(hp.warmup_steps, hp.max_steps, floor=floor)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -48,15 +62,8 @@ class _WarmStartModule(L.LightningModule):
 class AVSFTModule(_WarmStartModule):
     """Teaches the AV to write the warm-start explanation of an injected activation."""
 
-    def __init__(
-        self,
-        av: ActivationVerbalizer,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 20,
-        max_steps: int = 1000,
-    ) -> None:
-        super().__init__(lr, weight_decay, warmup_steps, max_steps)
+    def __init__(self, av: ActivationVerbalizer, **optimiser: Any) -> None:
+        super().__init__(**optimiser)
         self.av = av
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -75,15 +82,8 @@ class AVSFTModule(_WarmStartModule):
 class ARSFTModule(_WarmStartModule):
     """Teaches the AR to map a warm-start explanation back to its activation."""
 
-    def __init__(
-        self,
-        ar: ActivationReconstructor,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 20,
-        max_steps: int = 1000,
-    ) -> None:
-        super().__init__(lr, weight_decay, warmup_steps, max_steps)
+    def __init__(self, ar: ActivationReconstructor, **optimiser: Any) -> None:
+        super().__init__(**optimiser)
         self.ar = ar
         self.val_fve = FVE(ar.meta.d_model, ar.meta.mse_scale)
         self.val_fve_shuffled = FVE(ar.meta.d_model, ar.meta.mse_scale)

@@ -21,9 +21,11 @@ def make_trainer(
     out_dir: str | Path,
     logger: Any = None,
     gradient_clip_val: float | None = None,
+    accumulate_grad_batches: int = 1,
 ) -> L.Trainer:
     """A Trainer for one stage (automatic optimisation, clipping by norm at
-    `gradient_clip_val`); checkpoints are exported in the NLA layout instead."""
+    `gradient_clip_val`, `accumulate_grad_batches` loader batches per optimiser step);
+    checkpoints are exported in the NLA layout instead."""
     # Stages validate once, after fitting, on held-out data.
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -41,6 +43,7 @@ def make_trainer(
         num_sanity_val_steps=0,
         default_root_dir=str(out_dir),
         gradient_clip_val=gradient_clip_val,
+        accumulate_grad_batches=accumulate_grad_batches,
         **options,
     )
 
@@ -88,7 +91,14 @@ def fit_and_validate(
 ) -> tuple[float, dict[str, float]]:
     """Fit a warm-start module for hp.max_steps, then validate it once on held-out rows:
     (last training loss, validation metrics)."""
-    trainer = make_trainer(trainer_cfg, hp.max_steps, out_dir, logger, hp.gradient_clip_val)
+    trainer = make_trainer(
+        trainer_cfg,
+        hp.max_steps,
+        out_dir,
+        logger,
+        hp.gradient_clip_val,
+        hp.accumulate_grad_batches,
+    )
     trainer.fit(module, loader(train, hp.batch_size, pad_id, shuffle=True, seed=seed))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     metrics = trainer.validate(module, loader(held_out, hp.batch_size, pad_id, shuffle=False))[0]

@@ -1,20 +1,24 @@
-"""The prompt that asks an LLM for a warm-start summary of a text prefix."""
+"""The prompt that asks an LLM for a warm-start summary of a text prefix, in the style of the
+release's summaries: 2-3 features, about 80-100 words in all, the last about the final token and
+what must follow (parsing.py strips list markers and joins the features by a blank line)."""
 
 from __future__ import annotations
 
 INSTRUCTION = """Below is the beginning of a text. Imagine a language model reading it and \
 stopping at the very LAST token. Describe what the model is representing at that last token.
 
-Write 2-3 short features, each 10-20 words. Each feature says one thing the model is \
-tracking at the last token: topic, genre, speaker, entities, syntax or intent. The last \
-feature must be about the very end of the text and what must follow next.
+Write 2-3 features, about 80-100 words in all. Each feature is one or two sentences about one \
+thing the model is tracking at the last token: topic, genre, speaker, entities, syntax or \
+intent. The last feature must be about the final token itself and what must follow next.
 
-Answer with the features as a list, one per line, inside <analysis> and </analysis> tags, \
-for example:
+Answer inside <analysis> and </analysis> tags, one feature per paragraph, with no headings, \
+numbering or bold, for example:
 <analysis>
-- first feature
-- second feature
-- last feature: the end of the text and what must follow
+The text is a ... about ...
+
+It is written by ... for ...
+
+The final token "..." ends ..., so next must come ...
 </analysis>
 
 Text:

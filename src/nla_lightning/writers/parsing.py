@@ -1,4 +1,6 @@
-"""Strict extraction of the feature list from a writer's raw answer."""
+"""Strict extraction of the feature list from a writer's raw answer, cleaned the release's way:
+list markers (bullets, numbers, letters, roman numerals) and `**bold**` wrappers stripped,
+features joined by a blank line."""
 
 from __future__ import annotations
 
@@ -7,19 +9,53 @@ import re
 OPEN_TAG = "<analysis>"
 CLOSE_TAG = "</analysis>"
 PARSE_STATUSES: tuple[str, ...] = ("written", "no_tags", "too_few_features", "empty")
+FEATURE_SEPARATOR = "\n\n"
 
-# Bullets need no space after them; numbers do, so "2024 was ..." keeps its year.
-_BULLET = re.compile(r"^[-*•+–]+\s*")
-_NUMBER = re.compile(r"^(?:\(\d{1,3}\)|\d{1,3}[.)])(?=\s|$)\s*")
+# Bullets need no space after them; the other markers do, so "2024 was ..." keeps its year and
+# "I think" or "a.m." keep their letters.
+_BULLET = re.compile(r"^[-*•+–]+(?!\*)\s*")
+_ENUMERATOR = r"(?:\d{1,3}|[a-zA-Z]|[ivxlc]{1,6}|[IVXLC]{1,6})"
+_MARKER = re.compile(rf"^(?:\({_ENUMERATOR}\)|{_ENUMERATOR}[.)])(?=\s|$)\s*")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def _is_item(line: str) -> bool:
+    """Whether a line opens a list item (so a new feature)."""
+    stripped = line.strip()
+    return bool(_MARKER.match(stripped) or (_BULLET.match(stripped) and stripped[:2] != "**"))
 
 
 def clean_feature(line: str) -> str:
-    """Strip list markers ("-", "*", "•", "1.", "2)", "(3)") and whitespace from one line."""
-    text = line.strip()
+    """Strip list markers ("-", "*", "•", "1.", "2)", "(3)", "a.", "(b)", "iv.") and `**bold**`
+    wrappers from one line."""
+    text = _BOLD.sub(r"\1", line.strip()).strip()
     # Two passes so "- 1. foo" and "1. - foo" both come out clean.
     for _ in range(2):
-        text = _NUMBER.sub("", _BULLET.sub("", text)).strip()
+        text = _MARKER.sub("", _BULLET.sub("", text)).strip()
     return text
+
+
+def split_features(body: str) -> list[str]:
+    """The features of an <analysis> body: each list item or paragraph is one; a feature's
+    wrapped lines are joined by spaces."""
+    features: list[str] = []
+    current: list[str] = []
+
+    def flush() -> None:
+        text = " ".join(part for part in current if part)
+        if text:
+            features.append(text)
+        current.clear()
+
+    for line in body.splitlines():
+        if not line.strip():
+            flush()
+            continue
+        if _is_item(line):
+            flush()
+        current.append(clean_feature(line))
+    flush()
+    return features
 
 
 def parse_summary(answer: str, min_features: int = 2) -> tuple[str | None, str]:
@@ -30,10 +66,9 @@ def parse_summary(answer: str, min_features: int = 2) -> tuple[str | None, str]:
     start = answer.rfind(OPEN_TAG, 0, end) if end >= 0 else -1
     if start < 0:
         return None, "no_tags"
-    body = answer[start + len(OPEN_TAG) : end]
-    features = [f for f in (clean_feature(line) for line in body.splitlines()) if f]
+    features = split_features(answer[start + len(OPEN_TAG) : end])
     if not features:
         return None, "empty"
     if len(features) < min_features:
         return None, "too_few_features"
-    return "\n".join(features), "written"
+    return FEATURE_SEPARATOR.join(features), "written"

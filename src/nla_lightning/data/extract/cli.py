@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from nla_lightning.errors import NLAConfigError
+from nla_lightning.settings.data import CorpusDataSettings
 
 # Test hook: seconds to sleep after each batch, so a test can kill a run part-way through.
 SLEEP_ENV = "NLA_EXTRACT_SLEEP_PER_BATCH"
@@ -45,31 +46,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--id-field", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prefixes-per-doc", type=int, default=4)
-    parser.add_argument("--min-tokens", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-rows", type=int, default=1024)
-    parser.add_argument("--fractions", default="av_sft=0.3,ar_sft=0.3,rl=0.4")
+    # The defaults are data=corpus's (settings/data.py), the release's recipe.
+    defaults = CorpusDataSettings()
+    parser.add_argument("--prefixes-per-doc", type=int, default=defaults.prefixes_per_doc)
+    parser.add_argument(
+        "--min-tokens",
+        type=int,
+        default=defaults.min_tokens,
+        help="shortest prefix (its last token is the activation's position)",
+    )
+    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    parser.add_argument("--batch-size", type=int, default=defaults.extract_batch_size)
+    parser.add_argument("--shard-rows", type=int, default=defaults.shard_rows)
+    parser.add_argument(
+        "--fractions", default=",".join(f"{k}={v}" for k, v in defaults.fractions.items())
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--injection-scale", default="auto", help="'auto' or a number")
     parser.add_argument("--templates", default="reference", choices=("reference", "toy"))
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
-
-
-def injection_scale(model: object, setting: str) -> float:
-    """'auto': the median input-embedding row norm, so an injected vector looks like a token."""
-    if setting == "auto":
-        weight = model.get_input_embeddings().weight.detach().float()  # type: ignore[attr-defined]
-        return float(weight.norm(dim=-1).median())
-    try:
-        return float(setting)
-    except ValueError as err:
-        raise NLAConfigError(
-            f"--injection-scale {setting!r}: expected 'auto' or a positive number"
-        ) from err
 
 
 def prompt_templates(name: str) -> tuple[str, str]:
@@ -102,7 +98,8 @@ def run(args: argparse.Namespace) -> None:
         model.config,
         base_model=args.model,
         layer=args.layer,
-        injection_scale=injection_scale(model, args.injection_scale),
+        # Datasets record no injection scale (the release's format): training chooses it.
+        injection_scale=None,
         actor_template=actor,
         critic_template=critic,
     )
