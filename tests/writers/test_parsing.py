@@ -39,6 +39,9 @@ def test_written_joins_features_with_a_blank_line():
         ("- **Syntax**: an open clause", "Syntax: an open clause"),
         ("I think it is a poem", "I think it is a poem"),
         ("a.m. is when it starts", "a.m. is when it starts"),
+        ("Sentence 1: the topic is loops", "the topic is loops"),
+        ("Feature two - the last word", "the last word"),
+        ("Sentences like this stay", "Sentences like this stay"),
     ],
 )
 def test_list_markers_are_stripped(line, clean):
@@ -98,3 +101,26 @@ def test_paragraphs_are_features_and_wrapped_lines_join():
 def test_a_single_paragraph_is_one_feature():
     answer = "<analysis>\nOne long feature\nwrapped over\nthree lines.\n</analysis>"
     assert parse_summary(answer) == (None, "too_few_features")
+
+
+def test_the_sentence_rule_takes_the_first_complete_sentences_of_an_unclosed_block():
+    """For writers too small to close the block: its first complete sentences, never the
+    fragment the token budget cut off, never without the opening tag."""
+    answer = (
+        "<analysis>\nSentence 1: The text defines a Python function. "
+        "It adds two numbers and prints them. Ok. "
+        "The last token is a closing bracket, so a newline follows. And then the model kept"
+    )
+    assert parse_summary(answer) == (None, "no_tags")  # strict by default
+    summary, status = parse_summary(answer, sentence_rule=True)
+    assert status == "written"
+    assert summary == (
+        "The text defines a Python function.\n\nIt adds two numbers and prints them.\n\n"
+        "The last token is a closing bracket, so a newline follows."
+    )
+    one = "<analysis>\nThe text defines a Python function. And then it"
+    assert parse_summary(one, sentence_rule=True) == (None, "too_few_features")
+    assert parse_summary("No tags. At all here.", sentence_rule=True) == (None, "no_tags")
+    # A closed block is parsed as always, the rule or not.
+    closed = "<analysis>\n- a one\n- b two\n</analysis>"
+    assert parse_summary(closed, sentence_rule=True) == ("a one\n\nb two", "written")

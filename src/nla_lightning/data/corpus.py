@@ -12,6 +12,7 @@ import torch
 
 from nla_lightning.core.meta import NLAMeta
 from nla_lightning.core.verbalizer import format_response
+from nla_lightning.data.builtin_corpora import builtin_documents
 from nla_lightning.data.extract import extract_corpus, iter_documents, read_split
 from nla_lightning.data.store import write_activations
 from nla_lightning.errors import NLAConfigError
@@ -22,20 +23,27 @@ SUMMARISED = ("av_sft", "ar_sft", "eval")
 
 
 def corpus_documents(data: CorpusDataSettings) -> Iterable[tuple[str, str]]:
-    """(doc_id, text) of the configured files and/or Hugging Face dataset (the first
-    `data.n_docs` of them when set)."""
-    if not data.files and not data.hf_dataset:
+    """(doc_id, text) of the built-in corpus, then the configured files and/or Hugging Face
+    dataset (the first `data.n_docs` of them when set)."""
+    if not data.files and not data.hf_dataset and not data.builtin:
         raise NLAConfigError(
             "data=corpus needs documents: pass data.files=[path/a.txt,dir/] (txt, jsonl, "
-            "parquet) or data.hf_dataset=<name>"
+            "parquet), data.hf_dataset=<name> or data.builtin=python_reference"
         )
-    documents = iter_documents(
-        files=list(data.files) or None,
-        hf_dataset=data.hf_dataset,
-        hf_split=data.hf_split,
-        text_field=data.text_field,
-        id_field=data.id_field,
-    )
+    documents: Iterable[tuple[str, str]] = iter(())
+    if data.builtin:
+        documents = builtin_documents(data.builtin)
+    if data.files or data.hf_dataset:
+        documents = itertools.chain(
+            documents,
+            iter_documents(
+                files=list(data.files) or None,
+                hf_dataset=data.hf_dataset,
+                hf_split=data.hf_split,
+                text_field=data.text_field,
+                id_field=data.id_field,
+            ),
+        )
     return documents if data.n_docs is None else itertools.islice(documents, data.n_docs)
 
 

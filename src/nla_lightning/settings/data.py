@@ -46,6 +46,8 @@ class CorpusDataSettings:
 
     name: str = "corpus"
     files: list[str] = field(default_factory=list)
+    # Text that ships with Python (data/builtin_corpora.py): python_reference. None = off.
+    builtin: str | None = None
     hf_dataset: str | None = None
     hf_split: str = "train"
     text_field: str = "text"

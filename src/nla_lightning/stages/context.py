@@ -75,7 +75,7 @@ class StageContext:
             if model["source"] == "hub":
                 from nla_lightning.core.target import load_hub_target
 
-                self.target = load_hub_target(model)
+                self.target = load_hub_target(model, self.settings.cache_dir)
             else:
                 from nla_lightning.core.target import load_local_target
 

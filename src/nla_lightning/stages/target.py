@@ -33,7 +33,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     settings = ctx.settings
     model = settings.model
     if model["source"] == "hub":
-        ctx.target = load_hub_target(model)
+        ctx.target = load_hub_target(model, settings.cache_dir)
     else:
         ctx.target = _pretrain_toy_target(ctx)
     target = ctx.target

@@ -48,11 +48,24 @@ class SummaryWriter:
     name: ClassVar[str] = "base"
 
     def __init__(
-        self, model: str, cache_dir: str | os.PathLike[str] | None = None, min_features: int = 2
+        self,
+        model: str,
+        cache_dir: str | os.PathLike[str] | None = None,
+        min_features: int = 2,
+        sentence_rule: bool = False,
+        instruction: str = "release",
     ) -> None:
+        build_prompt("", instruction)  # checks the name
+        self.instruction = instruction
         self.model = model
         self.cache = AnswerCache(cache_dir) if cache_dir is not None else None
         self.min_features = min_features
+        # parsing.parse_summary: an unclosed <analysis> block gives its first sentences.
+        self.sentence_rule = sentence_rule
+
+    def generation_settings(self) -> str:
+        """What else than (writer, model, prompt) decides an answer; part of the cache key."""
+        return ""
 
     def _answer_many(
         self, prompts: Sequence[str], on_done: Callable[[int], None]
@@ -64,8 +77,9 @@ class SummaryWriter:
         self, texts: Sequence[str], progress: bool = True
     ) -> tuple[list[WrittenRow], WriterReport]:
         """Summarise every text; reruns are served from the cache without new requests."""
-        prompts = [build_prompt(text) for text in texts]
-        keys = [cache_key(self.name, self.model, prompt) for prompt in prompts]
+        prompts = [build_prompt(text, self.instruction) for text in texts]
+        model = self.model + (f"|{extra}" if (extra := self.generation_settings()) else "")
+        keys = [cache_key(self.name, model, prompt) for prompt in prompts]
         answers: list[str | Exception | None] = [None] * len(prompts)
         cached = 0
         if self.cache is not None:
@@ -105,7 +119,7 @@ class SummaryWriter:
     def _row(self, answer: str | Exception | None) -> WrittenRow:
         if not isinstance(answer, str):
             return WrittenRow(None, "failed", reason=str(answer))
-        summary, status = parse_summary(answer, self.min_features)
+        summary, status = parse_summary(answer, self.min_features, self.sentence_rule)
         if status == "written":
             return WrittenRow(summary, "written")
         return WrittenRow(None, "dropped", reason=status)

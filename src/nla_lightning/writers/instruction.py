@@ -27,7 +27,20 @@ Text:
 </text>"""
 
 
-def build_prompt(text: str) -> str:
-    """Fill the instruction template with one text prefix."""
+# For writers too small to follow the instruction above (a 135M model): one short request,
+# read with the sentence rule (writers/parsing.py) from an answer started as "<analysis>\n".
+SHORT_INSTRUCTION = """Text:
+{text}
+
+Describe this text in exactly two sentences. Sentence one: what the text is about. Sentence \
+two: what its last words are and what must come next."""
+
+INSTRUCTIONS = {"release": INSTRUCTION, "short": SHORT_INSTRUCTION}
+
+
+def build_prompt(text: str, style: str = "release") -> str:
+    """Fill the instruction template (`style`: release or short) with one text prefix."""
+    if style not in INSTRUCTIONS:
+        raise ValueError(f"unknown instruction {style!r}: choose one of {sorted(INSTRUCTIONS)}")
     # str.format only parses the template, so braces inside `text` are safe.
-    return INSTRUCTION.format(text=text)
+    return INSTRUCTIONS[style].format(text=text)

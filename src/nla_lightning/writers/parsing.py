@@ -9,6 +9,11 @@ import re
 OPEN_TAG = "<analysis>"
 CLOSE_TAG = "</analysis>"
 PARSE_STATUSES: tuple[str, ...] = ("written", "no_tags", "too_few_features", "empty")
+# The sentence rule for writers too small to keep the format (e.g. a 135M model): an answer
+# whose <analysis> block never closes gives its first sentences as the features.
+SENTENCE_RULE_MAX = 3
+SENTENCE_MIN_WORDS = 4
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'`(])")
 FEATURE_SEPARATOR = "\n\n"
 
 # Bullets need no space after them; the other markers do, so "2024 was ..." keeps its year and
@@ -17,6 +22,10 @@ _BULLET = re.compile(r"^[-*•+–]+(?!\*)\s*")
 _ENUMERATOR = r"(?:\d{1,3}|[a-zA-Z]|[ivxlc]{1,6}|[IVXLC]{1,6})"
 _MARKER = re.compile(rf"^(?:\({_ENUMERATOR}\)|{_ENUMERATOR}[.)])(?=\s|$)\s*")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
+# "Sentence 1:", "Feature two -": labels a small writer copies from its instruction.
+_LABEL = re.compile(
+    r"^(?:sentence|feature)\s*(?:\d{1,2}|one|two|three)\s*[:.)-]\s*", re.IGNORECASE
+)
 
 
 def _is_item(line: str) -> bool:
@@ -31,7 +40,7 @@ def clean_feature(line: str) -> str:
     text = _BOLD.sub(r"\1", line.strip()).strip()
     # Two passes so "- 1. foo" and "1. - foo" both come out clean.
     for _ in range(2):
-        text = _MARKER.sub("", _BULLET.sub("", text)).strip()
+        text = _LABEL.sub("", _MARKER.sub("", _BULLET.sub("", text))).strip()
     return text
 
 
@@ -58,12 +67,28 @@ def split_features(body: str) -> list[str]:
     return features
 
 
-def parse_summary(answer: str, min_features: int = 2) -> tuple[str | None, str]:
-    """Return (summary, status) from the last closed <analysis>...</analysis> block."""
+def first_sentences(text: str, limit: int = SENTENCE_RULE_MAX) -> list[str]:
+    """The first `limit` complete sentences of `text` with at least SENTENCE_MIN_WORDS words
+    each; a trailing fragment (the answer ran out of tokens) is never one."""
+    parts = _SENTENCE.split(" ".join(clean_feature(line) for line in text.splitlines()).strip())
+    complete = [clean_feature(p) for p in parts if p.strip().endswith((".", "!", "?"))]
+    return [p for p in complete if len(p.split()) >= SENTENCE_MIN_WORDS][:limit]
+
+
+def parse_summary(
+    answer: str, min_features: int = 2, sentence_rule: bool = False
+) -> tuple[str | None, str]:
+    """Return (summary, status) from the last closed <analysis>...</analysis> block; with
+    `sentence_rule`, an opened block that never closes gives its first complete sentences."""
     if not answer or not answer.strip():
         return None, "empty"
     end = answer.rfind(CLOSE_TAG)
     start = answer.rfind(OPEN_TAG, 0, end) if end >= 0 else -1
+    if start < 0 and sentence_rule and OPEN_TAG in answer:
+        features = first_sentences(answer[answer.rfind(OPEN_TAG) + len(OPEN_TAG) :])
+        if len(features) < min_features:
+            return None, "too_few_features"
+        return FEATURE_SEPARATOR.join(features), "written"
     if start < 0:
         return None, "no_tags"
     features = split_features(answer[start + len(OPEN_TAG) : end])
