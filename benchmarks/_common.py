@@ -148,7 +148,7 @@ def toy_target(tokenizer: Any, seed: int = 0, **overrides: Any) -> torch.nn.Modu
 
 def toy_meta(tokenizer: Any, model: torch.nn.Module, layer: int = 2) -> Any:
     """NLA metadata for the toy target, made as the pipeline makes it (toy templates)."""
-    from nla_lightning.core.families import injection_scale_for
+    from nla_lightning.core.injection_scale import from_embeddings
     from nla_lightning.core.meta import build_meta
     from nla_lightning.core.templates import templates
 
@@ -158,7 +158,7 @@ def toy_meta(tokenizer: Any, model: torch.nn.Module, layer: int = 2) -> Any:
         model.config,
         base_model="toy-qwen2-tiny",
         layer=layer,
-        injection_scale=injection_scale_for(model, "auto"),
+        injection_scale=from_embeddings(model),  # the toy world's rule (conf/model/tiny.yaml)
         actor_template=actor,
         critic_template=critic,
     )

@@ -120,6 +120,15 @@ def test_the_sentence_rule_takes_the_first_complete_sentences_of_an_unclosed_blo
     )
     one = "<analysis>\nThe text defines a Python function. And then it"
     assert parse_summary(one, sentence_rule=True) == (None, "too_few_features")
+    # A cut that ends in a full stop is still a cut; an abbreviation does not end a sentence.
+    cut = (
+        "<analysis>\nIt lists rules for names, e.g. Spam and Eggs in modules. "
+        "It ends inside a list of examples. It applies to classes (e."
+    )
+    assert parse_summary(cut, sentence_rule=True)[0] == (
+        "It lists rules for names, e.g. Spam and Eggs in modules.\n\n"
+        "It ends inside a list of examples."
+    )
     assert parse_summary("No tags. At all here.", sentence_rule=True) == (None, "no_tags")
     # A closed block is parsed as always, the rule or not.
     closed = "<analysis>\n- a one\n- b two\n</analysis>"

@@ -13,6 +13,7 @@ PARSE_STATUSES: tuple[str, ...] = ("written", "no_tags", "too_few_features", "em
 # whose <analysis> block never closes gives its first sentences as the features.
 SENTENCE_RULE_MAX = 3
 SENTENCE_MIN_WORDS = 4
+_ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|cf|approx)|\b[A-Za-z])\.$")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'`(])")
 FEATURE_SEPARATOR = "\n\n"
 
@@ -69,9 +70,17 @@ def split_features(body: str) -> list[str]:
 
 def first_sentences(text: str, limit: int = SENTENCE_RULE_MAX) -> list[str]:
     """The first `limit` complete sentences of `text` with at least SENTENCE_MIN_WORDS words
-    each; a trailing fragment (the answer ran out of tokens) is never one."""
-    parts = _SENTENCE.split(" ".join(clean_feature(line) for line in text.splitlines()).strip())
-    complete = [clean_feature(p) for p in parts if p.strip().endswith((".", "!", "?"))]
+    each. The block never closed, so the answer ran out of tokens: its last piece is taken to
+    be cut off and is never a feature (even when it happens to end in a full stop, as in "such
+    as (e."); "e.g." and the like do not end a sentence."""
+    joined = " ".join(clean_feature(line) for line in text.splitlines()).strip()
+    parts: list[str] = []
+    for piece in _SENTENCE.split(joined):
+        if parts and _ABBREVIATION.search(parts[-1]):
+            parts[-1] = f"{parts[-1]} {piece}"
+        else:
+            parts.append(piece)
+    complete = [clean_feature(p) for p in parts[:-1] if p.strip().endswith((".", "!", "?"))]
     return [p for p in complete if len(p.split()) >= SENTENCE_MIN_WORDS][:limit]
 
 
