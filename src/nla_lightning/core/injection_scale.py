@@ -70,6 +70,14 @@ def from_embeddings(model: Any) -> float:
     return float(weight.norm(dim=-1).median()) * scale
 
 
+def known_before_extraction(setting: float | str, model: Any) -> float | None:
+    """The scale a setting gives without the activations: a number, or `embedding` from the
+    model; None for `auto`, which needs the extracted activations."""
+    if setting == "auto":
+        return None
+    return from_embeddings(model) if setting == "embedding" else float(setting)
+
+
 def check_setting(key: str, setting: Any) -> None:
     """A positive finite number or one of RULES."""
     if setting in RULES:

@@ -10,7 +10,7 @@ from typing import Any
 
 from nla_lightning.core.families import text_config
 from nla_lightning.core.models import load_config, load_tokenizer
-from nla_lightning.core.packaged import is_complete, materialise, packaged_model
+from nla_lightning.core.packaged import materialise, packaged_model
 from nla_lightning.errors import NLAConfigError
 
 
@@ -36,10 +36,8 @@ def weights_location(model_cfg: dict[str, Any], cache_dir: str | Path | None) ->
     packaged = packaged_model(name)
     if packaged is None or cache_dir is None or _in_hub_cache(name):
         return name
-    if is_complete(packaged.directory(cache_dir)):
-        return str(packaged.directory(cache_dir))
     try:
-        return str(materialise(packaged, cache_dir))
+        return str(materialise(packaged, cache_dir))  # at once when already materialised
     except NLAConfigError:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise  # offline: the error names both ways (the wheel, the Hub)

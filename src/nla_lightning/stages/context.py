@@ -119,9 +119,9 @@ class StageContext:
                 )
             table = read_activations(split, expect=meta)
             return injection_scale.from_activations(table.activations)
+        model = None
         if setting == "embedding":
             from nla_lightning.core.models import load_causal_lm
 
             model = load_causal_lm(self.load_target().path, dtype=self.settings.model["dtype"])
-            return injection_scale.from_embeddings(model)
-        return float(setting)
+        return injection_scale.known_before_extraction(setting, model)

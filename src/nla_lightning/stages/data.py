@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from nla_lightning.core.injection_scale import from_embeddings
+from nla_lightning.core.injection_scale import known_before_extraction
 from nla_lightning.core.meta import build_meta
 from nla_lightning.core.models import load_causal_lm
 from nla_lightning.core.templates import templates
@@ -46,7 +46,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         target.config,
         base_model=target.name,
         layer=settings.layer,
-        injection_scale=_known_scale(model, model_cfg["injection_scale"]),
+        injection_scale=known_before_extraction(model_cfg["injection_scale"], model),
         mse_scale=model_cfg.get("mse_scale"),
         actor_template=actor,
         critic_template=critic,
@@ -88,9 +88,3 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.meta = meta = meta.with_updates(injection_scale=ctx.injection_scale(meta))
     return {"rows": rows, "injection_scale": meta.injection_scale, **done}
 
-
-def _known_scale(model: Any, setting: float | str) -> float | None:
-    """The injection scale where it is known before extraction; None for `auto`."""
-    if setting == "auto":
-        return None
-    return from_embeddings(model) if setting == "embedding" else float(setting)
