@@ -90,10 +90,13 @@ def make_handler(state: FakeLLM) -> type[BaseHTTPRequestHandler]:
     """A handler class bound to `state`."""
 
     class Handler(BaseHTTPRequestHandler):
+        _counted = False
+
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+            self._leave()
             self.send_response(status)
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -112,11 +115,20 @@ def make_handler(state: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 )
                 state.inflight += 1
                 state.max_inflight = max(state.max_inflight, state.inflight)
+            self._counted = True
             try:
                 self._respond(state.behaviour_for(prompt), prompt)
             except OSError:
                 pass  # the client gave up (timeout); nothing to answer
             finally:
+                self._leave()
+
+        def _leave(self) -> None:
+            # A request stops counting as in flight before its answer is written: once
+            # the client has the answer it may send its next request, which can reach
+            # another handler thread before this one would get past the write.
+            if self._counted:
+                self._counted = False
                 with state.lock:
                     state.inflight -= 1
 
