@@ -69,6 +69,10 @@ def test_resume_is_bit_exact(warm_nla, colour_mapping, tmp_path):
     assert straight.steps_done == 4
     assert (tmp_path / "ckpt" / "step-2.ckpt").exists()
     assert not list((tmp_path / "ckpt").glob("*.tmp"))
+    # last.ckpt is the newest step's file itself (a link), not a second write, nor the old one.
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert last.samefile(tmp_path / "ckpt" / "step-4.ckpt")
+    assert not last.samefile(tmp_path / "ckpt" / "step-2.ckpt")
     assert (tmp_path / "exports" / "step-2" / "ar" / "value_head.safetensors").exists()
 
     resumed = make_module(warm_nla, colour_mapping)

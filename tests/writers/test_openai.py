@@ -203,3 +203,27 @@ def test_connection_refused_fails_rows_with_reason(llm):
     assert rows[0].status == "failed"
     assert "could not connect" in rows[0].reason or "connection" in rows[0].reason
     assert report.failed == 1
+
+
+def test_ending_words_add_a_rule_written_first_feature(llm, tmp_path):
+    llm.rules["ROW1"] = "no_tags"
+    docs = ["The for\nstatement  is used to iterate ROW0", "x ROW1", "ROW2"]
+    rows, report = writer(llm, ending_words=3, cache_dir=tmp_path).write(docs, progress=False)
+    assert [r.status for r in rows] == ["written", "dropped", "written"]
+    # Whitespace collapses; fewer words than asked quotes them all; a dropped answer stays
+    # dropped (the rule never rescues a row the writer failed).
+    assert rows[0].summary == (
+        'The text ends with "to iterate ROW0".\n\n'
+        "feature one about ROW0\n\nfeature two about the end"
+    )
+    assert rows[2].summary.split("\n\n")[0] == 'The text ends with "ROW2".'
+    assert (report.written, report.dropped) == (2, 1)
+    # The raw answers are cached without the rule's feature: a writer without it reuses them.
+    again, _ = writer(llm, cache_dir=tmp_path).write(docs, progress=False)
+    assert len(llm.requests) == 3
+    assert again[0].summary == "feature one about ROW0\n\nfeature two about the end"
+
+
+def test_ending_words_must_not_be_negative(llm):
+    with pytest.raises(ValueError, match="ending_words must be >= 0"):
+        writer(llm, ending_words=-1)

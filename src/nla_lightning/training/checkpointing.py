@@ -21,6 +21,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` a hard link to `source` (a copy where the filesystem has no hard links),
+    swapped in atomically so `target` is always whole."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def replace_directory(write: Any, directory: Path) -> Path:
     """Call write(tmp_dir) and swap the result in place of `directory` (exports of AV/AR)."""
     directory = Path(directory)
@@ -51,7 +63,11 @@ class RLCheckpoint(L.Callback):
             return
         self._last = step
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.dirpath / f"step-{step}.ckpt")
-        trainer.save_checkpoint(self.dirpath / "last.ckpt")
+        step_path = self.dirpath / f"step-{step}.ckpt"
+        trainer.save_checkpoint(step_path)
+        # last.ckpt is the same bytes: a link, not a second multi-GB write of a real model.
+        if trainer.is_global_zero:
+            link_or_copy(step_path, self.dirpath / "last.ckpt")
+        trainer.strategy.barrier("last.ckpt")
         if self.export_dir is not None and trainer.is_global_zero:
             module.export(self.export_dir / f"step-{step}")

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from nla_lightning.writers.cache import AnswerCache, cache_key
 from nla_lightning.writers.instruction import build_prompt
-from nla_lightning.writers.parsing import parse_summary
+from nla_lightning.writers.parsing import FEATURE_SEPARATOR, ending_feature, parse_summary
 
 ROW_STATUSES: tuple[str, ...] = ("written", "dropped", "failed")
 
@@ -54,14 +54,23 @@ class SummaryWriter:
         min_features: int = 2,
         sentence_rule: bool = False,
         instruction: str = "release",
+        ending_words: int = 0,
     ) -> None:
         build_prompt("", instruction)  # checks the name
+        if ending_words < 0:
+            raise ValueError(
+                f"ending_words must be >= 0 (0 = off), got {ending_words}; it is how many of "
+                "the text's last words the rule-written first feature quotes"
+            )
         self.instruction = instruction
         self.model = model
         self.cache = AnswerCache(cache_dir) if cache_dir is not None else None
         self.min_features = min_features
         # parsing.parse_summary: an unclosed <analysis> block gives its first sentences.
         self.sentence_rule = sentence_rule
+        # > 0: every written summary starts with a rule-written feature quoting the text's
+        # last words (parsing.ending_feature). Added after parsing, so not in the cache key.
+        self.ending_words = ending_words
 
     def generation_settings(self) -> str:
         """What else than (writer, model, prompt) decides an answer; part of the cache key."""
@@ -108,6 +117,11 @@ class SummaryWriter:
             bar.close()
 
         rows = [self._row(answer) for answer in answers]
+        if self.ending_words:
+            for row, text in zip(rows, texts, strict=True):
+                if row.summary is not None:
+                    ending = ending_feature(text, self.ending_words)
+                    row.summary = ending + FEATURE_SEPARATOR + row.summary
         report = WriterReport(
             written=sum(r.status == "written" for r in rows),
             dropped=sum(r.status == "dropped" for r in rows),

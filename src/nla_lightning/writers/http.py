@@ -215,8 +215,11 @@ class HTTPWriter(SummaryWriter):
         jitter: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         min_features: int = 2,
+        ending_words: int = 0,
     ) -> None:
-        super().__init__(model, cache_dir=cache_dir, min_features=min_features)
+        super().__init__(
+            model, cache_dir=cache_dir, min_features=min_features, ending_words=ending_words
+        )
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}; use 1 for serial")
         if max_retries < 0:

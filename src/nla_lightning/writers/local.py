@@ -28,6 +28,7 @@ class LocalWriter(SummaryWriter):
         sentence_rule: bool = False,
         models_dir: str | os.PathLike[str] | None = None,
         instruction: str = "release",
+        ending_words: int = 0,
     ) -> None:
         super().__init__(
             str(model_or_path),
@@ -35,6 +36,7 @@ class LocalWriter(SummaryWriter):
             min_features=min_features,
             sentence_rule=sentence_rule,
             instruction=instruction,
+            ending_words=ending_words,
         )
         # A small model follows the format better when its answer is started for it (e.g.
         # "<analysis>\n") and kept from looping; both are part of the cache key.

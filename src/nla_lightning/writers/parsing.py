@@ -106,3 +106,15 @@ def parse_summary(
     if len(features) < min_features:
         return None, "too_few_features"
     return FEATURE_SEPARATOR.join(features), "written"
+
+
+def ending_feature(text: str, n_words: int) -> str:
+    """A feature written by rule, not by the writer: the text's last `n_words` words, quoted.
+    The release's last feature is about the final token; a writer too small to name it
+    reliably gets this one added (whitespace inside the quote collapsed to single spaces)."""
+    if n_words < 1:
+        raise ValueError(f"n_words must be >= 1, got {n_words}")
+    words = text.split()
+    if not words:
+        raise ValueError("cannot write an ending feature for an empty text")
+    return f'The text ends with "{" ".join(words[-n_words:])}".'
