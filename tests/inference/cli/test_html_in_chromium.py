@@ -28,9 +28,10 @@ FLAGS = [
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
 
 
-def rendered_dom(page, tmp_path) -> str:
+def rendered_dom(page, tmp_path, fragment: str = "") -> str:
+    uri = page.as_uri() + fragment
     done = subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", uri],
         capture_output=True,
         text=True,
         timeout=120,
@@ -67,3 +68,12 @@ def test_page_shows_tokens_and_explanations_in_a_browser(
     assert "Click a token" not in panel
     for sample in data["tokens"][0]["samples"]:
         assert html.escape(sample["explanation"] or "(no explanation)", quote=False) in panel
+
+    # A link ending in #token=N opens the page with token N selected and its samples shown.
+    last = data["tokens"][-1]
+    dom = rendered_dom(page, tmp_path, f"#token={last['index']}")
+    panel = dom.split('id="panel">', 1)[1].split("</aside>", 1)[0]
+    for sample in last["samples"]:
+        assert html.escape(sample["explanation"] or "(no explanation)", quote=False) in panel
+    assert f'class="tok sel" data-index="{last["index"]}"' in dom
+    assert dom.count("tok sel") == 1

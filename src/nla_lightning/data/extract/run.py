@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from nla_lightning.core.activations import last_token_activations
+from nla_lightning.core.activations import capture_activations
 from nla_lightning.core.families import EncodedDocument, control_token_ids, encode_document
 from nla_lightning.core.meta import NLAMeta
 from nla_lightning.core.padding import pad_right
@@ -67,32 +67,38 @@ def _run_chunk(
     pad_id: int,
     on_batch: Callable[[int], None] | None,
 ) -> None:
-    """Fill each doc's `vectors` (raw float32 on the CPU), batching all prefixes by length."""
-    rows = [(d, n) for d in docs for n in d.lengths]
+    """Fill each doc's `vectors` (raw float32 on the CPU) with ONE forward per document: in a
+    causal LM the activation at position p of the document is the last-token activation of
+    its prefix of length p + 1, so the document is read once, up to its longest prefix, and
+    every sampled position is taken from that pass. `batch_size` documents per forward."""
+    todo = [d for d in docs if d.lengths]
     # Sorting by length keeps padding (wasted compute) small inside each batch.
-    order = sorted(range(len(rows)), key=lambda i: rows[i][1])
-    out: list[torch.Tensor | None] = [None] * len(rows)
+    todo.sort(key=lambda d: max(d.lengths))
     device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        ids, mask = pad_right([rows[i][0].ids[: rows[i][1]] for i in index], pad_id)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        ids, mask = pad_right([d.ids[: max(d.lengths)] for d in batch], pad_id)
+        rows = torch.tensor([j for j, d in enumerate(batch) for _ in d.lengths])
+        positions = torch.tensor([n - 1 for d in batch for n in d.lengths])
         with torch.inference_mode():
-            acts = last_token_activations(model, ids.to(device), mask.to(device), layer)
+            hidden = capture_activations(model, ids.to(device), mask.to(device), layer)
+            acts = hidden[rows.to(device), positions.to(device)]
         acts = acts.to("cpu", torch.float32)
         bad = (~torch.isfinite(acts).all(dim=-1)).nonzero().flatten().tolist()
         if bad:
-            doc, n = rows[index[bad[0]]]
+            doc = batch[int(rows[bad[0]])]
             raise NLAConfigError(
-                f"the activation of document {doc.doc_id!r} at prefix length {n} contains "
-                f"NaN or inf ({len(bad)} bad rows in this batch): the model overflows in its "
-                "dtype; extract in float32 or drop that document"
+                f"the activation of document {doc.doc_id!r} at prefix length "
+                f"{int(positions[bad[0]]) + 1} contains NaN or inf ({len(bad)} bad rows in "
+                "this batch): the model overflows in its dtype; extract in float32 or drop "
+                "that document"
             )
-        for j, i in enumerate(index):
-            out[i] = acts[j].clone()
+        offset = 0
+        for doc in batch:
+            doc.vectors = list(acts[offset : offset + len(doc.lengths)].clone().unbind(0))
+            offset += len(doc.lengths)
         if on_batch is not None:
-            on_batch(len(index))
-    for (doc, _), vector in zip(rows, out, strict=True):
-        doc.vectors.append(vector)
+            on_batch(len(rows))
 
 
 def extract_corpus(

@@ -19,7 +19,8 @@ hsl(60,75%,75%),hsl(120,75%,75%))}
 .samples{display:none}
 """
 
-# Clicking a token copies its hidden sample list into the side panel.
+# Clicking a token copies its hidden sample list into the side panel; a link ending in
+# "#token=N" opens the page with token N selected (to share one token's explanations).
 SCRIPT = """
 document.querySelectorAll('.tok[data-index]').forEach(function(el){
   el.addEventListener('click',function(){
@@ -29,6 +30,9 @@ document.querySelectorAll('.tok[data-index]').forEach(function(el){
     document.getElementById('panel').innerHTML=src?src.innerHTML:'';
   });
 });
+var chosen=location.hash.match(/^#token=(\\d+)$/);
+var first=chosen&&document.querySelector('.tok[data-index="'+chosen[1]+'"]');
+if(first){first.click();}
 """
 
 
