@@ -137,3 +137,16 @@ def test_large_split(tmp_path):
     rows = table_rows(stdout, "phase")
     assert [row[0] for row in rows] == ["write", "read (builds .f32)", "read (cached)"]
     assert not any((tmp_path / "split").iterdir())  # the files are deleted afterwards
+
+
+def test_extraction_positions(tmp_path, target_dir):
+    stdout, payload = run_benchmark("extraction_positions", tmp_path, "--target", str(target_dir))
+    check_machine(payload)
+    results = payload["results"]
+    assert [r["positions"] for r in results] == [4, 10]
+    for r in results:
+        # Every document is long enough for all its positions; both paths give the same rows.
+        assert r["vectors"] == payload["documents"] * r["positions"]
+        assert r["max_abs_diff"] <= 1e-4 * r["max_abs_value"]
+        assert positive(r["per_prefix_vectors_per_s"]) and positive(r["speed_up"])
+    assert [row[0] for row in table_rows(stdout, "positions/doc")] == ["4", "10"]

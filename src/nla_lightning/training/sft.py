@@ -40,7 +40,9 @@ class _WarmStartModule(L.LightningModule):
         lr_schedule: str = "cosine",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Lightning also collects the subclass's init arguments: the models themselves are
+        # saved as weights, and trying to pickle a real model into hparams costs seconds.
+        self.save_hyperparameters(ignore=["av", "ar"])
 
     def on_fit_start(self) -> None:
         # from_pretrained returns models in eval mode (dropout off); training wants train mode.
