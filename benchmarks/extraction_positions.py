@@ -146,12 +146,12 @@ def main() -> None:
         seconds: dict[str, list[float]] = {"per_prefix": [], "per_document": []}
         for _ in range(args.repeats):  # interleaved, so a slow spell hits both
             s, old = timed(
-                lambda: per_prefix(model, rows, layer, args.batch_size, pad_id, args.device),
+                lambda r=rows: per_prefix(model, r, layer, args.batch_size, pad_id, args.device),
                 args.device,
             )
             seconds["per_prefix"].append(s)
             s, new = timed(
-                lambda: per_document(model, tokenizer, meta, documents, args, positions),
+                lambda p=positions: per_document(model, tokenizer, meta, documents, args, p),
                 args.device,
             )
             seconds["per_document"].append(s)
