@@ -48,6 +48,13 @@ def test_corpus_pipeline_runs_end_to_end_and_reruns_from_cache(llm, tmp_path):  
     assert first_requests > 0
     body = llm.requests[-1].body
     assert body["model"] == "test-model" and "<analysis>" in body["messages"][0]["content"]
+    # eval.json's examples show the held-out texts they explain (not only the explanations).
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(tmp_path / "run" / "data" / "eval.parquet").column("text").to_pylist()
+    examples = stages["eval"]["examples"]["rl"]
+    assert [e["text"] for e in examples] == texts[: len(examples)]
+    assert len(examples) == min(5, len(texts))
 
     again = run(
         corpus_cfg(docs, llm.url, tmp_path / "again", tmp_path / "cache", ["stage=data"])

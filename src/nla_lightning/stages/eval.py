@@ -30,7 +30,7 @@ from nla_lightning.stages.run_dir import CONDITIONS
 from nla_lightning.training.trainer import device_of
 
 NAME = "eval"
-EXAMPLES = 3
+EXAMPLES = 5
 
 
 def needs(settings: RunSettings) -> list[Need]:
@@ -110,11 +110,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 batch_size=hp.batch_size,
                 seed=settings.seed,
             )
+        texts = [s.text for s in snippets] if snippets else columns.get("text")
         report.setdefault("examples", {})[condition] = [
-            {"text": s.text if snippets else None, "explanation": e}
-            for s, e in zip(
-                snippets or [None] * EXAMPLES, scores.explanations[:EXAMPLES], strict=False
-            )
+            {"text": texts[i] if texts else None, "explanation": e}
+            for i, e in enumerate(scores.explanations[:EXAMPLES])
         ]
         del av, ar
     report["wall_s"] = round(time.time() - started, 1)
