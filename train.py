@@ -16,12 +16,29 @@ def main(cfg: DictConfig) -> float | None:
     from nla_lightning.errors import NLAConfigError
     from nla_lightning.pipeline import run
 
+    check_metric_stage(cfg.get("optimized_metric"), list(cfg.stage.run))
     try:
         summary = run(OmegaConf.to_container(cfg, resolve=True))
     except NLAConfigError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     return objective(summary, cfg.get("optimized_metric"))
+
+
+def _refuse_metric(path: str, stages: list[str]) -> None:
+    print(
+        f"\nerror: optimized_metric={path} is not in this run's summary.json (stages "
+        f"run: {stages}); pick a number it holds, e.g. stages.rl.fve or stages.ar_sft.fve",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
+def check_metric_stage(path: str | None, stages: list[str]) -> None:
+    """Refuse, before anything runs, a metric of a stage this run does not run."""
+    parts = (path or "").split(".")
+    if parts[0] == "stages" and (len(parts) < 3 or parts[1] not in stages):
+        _refuse_metric(path, sorted(stages))
 
 
 def objective(summary: dict, path: str | None) -> float | None:
@@ -31,13 +48,7 @@ def objective(summary: dict, path: str | None) -> float | None:
     value = summary
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
-            print(
-                f"\nerror: optimized_metric={path} is not in this run's summary.json (stages "
-                f"run: {sorted(summary.get('stages', {}))}); pick a number it holds, e.g. "
-                "stages.rl.fve or stages.ar_sft.fve",
-                file=sys.stderr,
-            )
-            raise SystemExit(2)
+            _refuse_metric(path, sorted(summary.get("stages", {})))
         value = value[key]
     return float(value)
 

@@ -57,6 +57,9 @@ def test_a_missing_optimized_metric_is_a_clear_error(tiny_run, tmp_path):
     done = train_py([*args, f"hydra.run.dir={tmp_path}"], tmp_path)
     assert done.returncode == 2
     assert "optimized_metric=stages.eval.fve" in done.stderr and "['rl']" in done.stderr
+    # Refused before anything ran: no RL step was spent on a run that could not report it.
+    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "rl_checkpoints").exists() and not (tmp_path / "logs").exists()
 
 
 def test_headline_experiment_composes():
