@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--target", type=Path, default=None, help="a model directory")
     parser.add_argument("--layer", type=int, default=None, help="default: 2/3 of the depth")
     parser.add_argument("--positions", type=int, nargs="+", default=[4, 10])
+    parser.add_argument("--injection-char", default=None, help="for a tokenizer without one")
     parser.add_argument("--docs", type=int, default=128)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--min-tokens", type=int, default=51)
@@ -133,7 +134,10 @@ def main() -> None:
     config = load_config(str(target))
     model = load_causal_lm(str(target), device=args.device).eval()
     layer = args.layer if args.layer is not None else (2 * config.num_hidden_layers) // 3
-    meta = build_meta(tokenizer, config, str(target), layer, 1.0)
+    # Extraction needs no injection token, but the metadata names one: SmolLM2 has none in
+    # U+3200..U+33FF, so take its preset's character there.
+    char = args.injection_char or ("†" if args.target is None else None)
+    meta = build_meta(tokenizer, config, str(target), layer, 1.0, injection_char=char)
     documents = long_documents(tokenizer, args.docs, args.max_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     print(
