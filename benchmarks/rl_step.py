@@ -50,10 +50,21 @@ def newest_run() -> Path:
     return runs[-1].parent.parent
 
 
-def synthetic_run(directory: Path, rows: int = 256) -> tuple[Path, ActivationReconstructor, Any]:
-    """An untrained NLA on the tiny target: (AV dir, AR, activations [rows, d])."""
+def synthetic_run(
+    directory: Path, rows: int = 256, hidden: int | None = None
+) -> tuple[Path, ActivationReconstructor, Any]:
+    """An untrained NLA on the tiny target (`hidden`: another width, shaped like the default
+    128: MLP 2x, heads of 32, a key/value head per two): (AV dir, AR, activations [rows, d])."""
     tokenizer = toy_tokenizer()
-    model = toy_target(tokenizer)
+    widths = {}
+    if hidden is not None:
+        widths = {
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_attention_heads": hidden // 32,
+            "num_key_value_heads": hidden // 64,
+        }
+    model = toy_target(tokenizer, **widths)
     meta = toy_meta(tokenizer, model)
     target_dir = directory / "target"
     model.save_pretrained(target_dir)
@@ -76,6 +87,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=RLSettings.max_new_tokens)
     parser.add_argument("--reference", default="quantized_4bit")
+    parser.add_argument("--hidden", type=int, default=None, help="width of a --synthetic NLA")
     add_common_args(parser)
     args = parser.parse_args()
     if args.quick:
@@ -93,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nla-bench-rl-") as scratch:
         if args.synthetic:
             source = "synthetic (untrained tiny NLA, random activations)"
-            av_dir, ar, activations = synthetic_run(Path(scratch))
+            av_dir, ar, activations = synthetic_run(Path(scratch), hidden=args.hidden)
             ar = ar.to(args.device)
         else:
             run = args.run or newest_run()
@@ -147,6 +159,7 @@ def main() -> None:
             "benchmark": "rl_step",
             "machine": info,
             "nla": source,
+            "d_model": av.meta.d_model,
             "quick": args.quick,
             "reference": args.reference,
             "batch_size": args.batch_size,

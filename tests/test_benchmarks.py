@@ -91,8 +91,9 @@ def test_extraction(tmp_path):
 
 
 def test_rl_step(tmp_path):
-    stdout, payload = run_benchmark("rl_step", tmp_path)
+    stdout, payload = run_benchmark("rl_step", tmp_path, "--hidden", "64")
     check_machine(payload)
+    assert payload["d_model"] == 64  # --hidden builds the synthetic NLA at that width
     assert payload["timed_steps"] == 3
     assert positive(payload["step_s"]) and positive(payload["tokens_per_s"])
     assert all(v >= 0 for v in payload["phase_mean_s"].values())
