@@ -105,14 +105,49 @@ def test_ar_update_never_reaches_the_av(warm_nla, colour_mapping):
 
 
 def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(warm_nla, colour_mapping):
-    module = make_module(warm_nla, colour_mapping, max_bad_steps=2)
+    # 16 new tokens: warm-start responses close their tag, so the NaN AR is really used.
+    module = make_module(warm_nla, colour_mapping, max_bad_steps=2, max_new_tokens=16)
     with torch.no_grad():
         module.ar.head.weight.fill_(float("nan"))  # a broken AR: every reward is NaN
     av_before = [p.detach().clone() for p in module.av.parameters()]
-    with pytest.warns(UserWarning, match="update skipped"):
+    with pytest.warns(UserWarning, match="update skipped") as caught:
         with pytest.raises(RuntimeError, match="2 RL steps in a row"):
             L.Trainer(**TRAINER).fit(module)
     assert all(torch.equal(a, p) for a, p in zip(av_before, module.av.parameters(), strict=True))
+    # One bad step is one, however many of its updates were skipped: the run stops at the
+    # end of its SECOND step (step 0 done), not after the first.
+    assert module.steps_done == 1
+    skipped = [str(w.message) for w in caught if "update skipped" in str(w.message)]
+    assert [m.split(":")[0] for m in skipped] == ["step 0"] * (len(skipped) // 2) + ["step 1"] * (
+        len(skipped) // 2
+    )
+
+
+class _NaNARLoss(NLARLModule):
+    """An AR whose regression loss is NaN while its predictions (the rewards) stay finite."""
+
+    def ar_loss(self, rows, targets):
+        return super().ar_loss(rows, targets) * float("nan")
+
+
+def test_an_ar_that_stays_nan_stops_the_run_while_the_av_steps_succeed(warm_nla, colour_mapping):
+    av_dir, ar_dir, _ = warm_nla
+    torch.manual_seed(0)
+    hp = RLSettings(
+        steps=6, batch_size=2, group_size=3, max_new_tokens=16, av_lr=1e-3, ar_lr=1e-3,
+        warmup_steps=1, beta=0.0, max_bad_steps=3,
+    )
+    module = _NaNARLoss(
+        ActivationVerbalizer.load(av_dir),
+        ActivationReconstructor.load(ar_dir),
+        colour_mapping[0][:32],
+        hp,
+        ReferencePolicy("none", None),
+    )
+    with pytest.warns(UserWarning, match="non-finite AR loss"):
+        with pytest.raises(RuntimeError, match="3 RL steps in a row had a NaN/inf AR loss"):
+            L.Trainer(**TRAINER).fit(module)
+    assert module.steps_done == 2  # stopped at the end of the third step, of six
 
 
 def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path):

@@ -87,6 +87,7 @@ class NLARLModule(L.LightningModule):
         # A buffer, so the count travels with the weights (spawned DDP ranks, checkpoints).
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.bad_steps = 0
+        self._skipped: list[str] = []  # what was non-finite in the current step
         self.distributed = GradientSync(None)
         self.examples: list[dict[str, Any]] = []
         self.timings: list[dict[str, float]] = []
@@ -141,6 +142,7 @@ class NLARLModule(L.LightningModule):
         # Sampling depends only on (seed, step, rank): resuming replays the same rollouts.
         torch.manual_seed(_seed_for(self.hp.seed, "step", step, self.global_rank))
         self.distributed.begin_step()
+        self._skipped = []
         av_opt, ar_opt = self.optimizers()
         activations = self.activations[self.batch_rows(step)].to(self.device)
         times = {"start": time.perf_counter()}
@@ -153,6 +155,7 @@ class NLARLModule(L.LightningModule):
         times["ar"] = time.perf_counter()
         av_stats = self.update_av(rollout, activations, rewards, av_opt)
         times["av"] = time.perf_counter()
+        self._count_bad_step()
         self.steps_done = step + 1
         self.log_step(step, rollout, rewards, mse, valid, ar_loss, av_stats, times)
         if self.steps_done >= self.hp.steps:
@@ -287,7 +290,6 @@ class NLARLModule(L.LightningModule):
             self._clip(optimizer)
             optimizer.step()
         self.lr_schedulers()[0].step()
-        self.bad_steps = 0
         return stats
 
     def _clip(self, optimizer: Any) -> None:
@@ -301,19 +303,25 @@ class NLARLModule(L.LightningModule):
             )
 
     def _skip(self, what: str, optimizer: Any) -> None:
+        """Drop one update (AR or AV) of this step; the step is counted once, at its end."""
         optimizer.zero_grad()
+        self._skipped.append(what)
+        warnings.warn(f"step {self.steps_done}: non-finite {what}; update skipped", stacklevel=2)
+        return None
+
+    def _count_bad_step(self) -> None:
+        """A step with any skipped update (AR, AV or both) is one bad step; a clean one resets
+        the count; `max_bad_steps` bad steps in a row stop the run."""
+        if not self._skipped:
+            self.bad_steps = 0
+            return
         self.bad_steps += 1
-        warnings.warn(
-            f"step {self.steps_done}: non-finite {what}; update skipped "
-            f"({self.bad_steps} in a row)",
-            stacklevel=2,
-        )
         if self.bad_steps >= self.hp.max_bad_steps:
+            what = " and ".join(dict.fromkeys(self._skipped))
             raise RuntimeError(
                 f"{self.bad_steps} RL steps in a row had a NaN/inf {what}: training diverged. "
                 "Lower rl.av_lr / rl.ar_lr, raise rl.beta, or resume from the last checkpoint"
             )
-        return None
 
     # ---- logging ------------------------------------------------------------------------
     def log_step(self, step, rollout, rewards, mse, valid, ar_loss, av_stats, times) -> None:
