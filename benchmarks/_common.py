@@ -162,3 +162,31 @@ def toy_meta(tokenizer: Any, model: torch.nn.Module, layer: int = 2) -> Any:
         actor_template=actor,
         critic_template=critic,
     )
+
+
+def synthetic_run(
+    directory: Path, rows: int = 256, hidden: int | None = None
+) -> tuple[Path, Any, torch.Tensor]:
+    """An untrained NLA on the tiny target (`hidden`: another width, shaped like the default
+    128: MLP 2x, heads of 32, a key/value head per two): (AV dir, AR, activations [rows, d])."""
+    from nla_lightning.core.reconstructor import ActivationReconstructor
+    from nla_lightning.core.verbalizer import ActivationVerbalizer
+
+    tokenizer = toy_tokenizer()
+    widths = {}
+    if hidden is not None:
+        widths = {
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_attention_heads": hidden // 32,
+            "num_key_value_heads": hidden // 64,
+        }
+    model = toy_target(tokenizer, **widths)
+    meta = toy_meta(tokenizer, model)
+    target_dir = directory / "target"
+    model.save_pretrained(target_dir)
+    tokenizer.save_pretrained(target_dir)
+    av_dir = ActivationVerbalizer(model, tokenizer, meta).save(directory / "av")
+    ar = ActivationReconstructor.from_target(str(target_dir), tokenizer, meta)
+    activations = torch.randn(rows, meta.d_model, generator=torch.Generator().manual_seed(0))
+    return av_dir, ar, activations

@@ -16,28 +16,18 @@ import argparse
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-import torch
-from _common import (
-    add_common_args,
-    markdown_table,
-    setup,
-    toy_meta,
-    toy_target,
-    toy_tokenizer,
-    write_json,
-)
+from _common import add_common_args, markdown_table, setup, synthetic_run, write_json
 
 from nla_lightning.core.reconstructor import ActivationReconstructor
-from nla_lightning.core.verbalizer import ActivationVerbalizer
 from nla_lightning.data.store import read_activations
 from nla_lightning.settings import RLSettings
 from nla_lightning.training.builders import rl_av
 from nla_lightning.training.rl import NLARLModule
 
-PHASES = ["rollout", "score", "ar", "av"]
+# rollout; ar = the AR forward that scores every sample and its regression step; av = GRPO.
+PHASES = ["rollout", "ar", "av"]
 
 
 def newest_run() -> Path:
@@ -48,31 +38,6 @@ def newest_run() -> Path:
             "or time an untrained NLA with --synthetic"
         )
     return runs[-1].parent.parent
-
-
-def synthetic_run(
-    directory: Path, rows: int = 256, hidden: int | None = None
-) -> tuple[Path, ActivationReconstructor, Any]:
-    """An untrained NLA on the tiny target (`hidden`: another width, shaped like the default
-    128: MLP 2x, heads of 32, a key/value head per two): (AV dir, AR, activations [rows, d])."""
-    tokenizer = toy_tokenizer()
-    widths = {}
-    if hidden is not None:
-        widths = {
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_attention_heads": hidden // 32,
-            "num_key_value_heads": hidden // 64,
-        }
-    model = toy_target(tokenizer, **widths)
-    meta = toy_meta(tokenizer, model)
-    target_dir = directory / "target"
-    model.save_pretrained(target_dir)
-    tokenizer.save_pretrained(target_dir)
-    av_dir = ActivationVerbalizer(model, tokenizer, meta).save(directory / "av")
-    ar = ActivationReconstructor.from_target(str(target_dir), tokenizer, meta)
-    activations = torch.randn(rows, meta.d_model, generator=torch.Generator().manual_seed(0))
-    return av_dir, ar, activations
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Generation speed of the AV rollout against plain `generate` on the same model.
 
 Our rollout is `ActivationVerbalizer.sample`: G samples per activation in one batched,
-KV-cached generate with the injection hook, then the response mask and decoded texts. The
+KV-cached sampling loop (core/sampling.py) with the injection hook, then the response mask and
+decoded texts. The
 baseline is `model.generate` on the same prompt ids without injection, with the same batch size,
 max_new_tokens and sampling settings (temperature, top_k=0, top_p=1). Both are forced to write
 exactly max_new_tokens tokens per row (min_new_tokens = max_new_tokens), so both produce the same
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +50,6 @@ def build_verbalizer(av_dir: Path | None, device: str) -> ActivationVerbalizer:
     return av.to(device).eval()  # the prompt ids (a buffer) move with the model
 
 
-@contextmanager
-def fixed_length(model: Any, tokens: int) -> Iterator[None]:
-    """Every generate call inside writes exactly `tokens` new tokens (end-of-turn is held back
-    until then), whoever calls it."""
-    config = model.generation_config
-    saved = config.min_new_tokens
-    config.min_new_tokens = tokens
-    try:
-        yield
-    finally:
-        config.min_new_tokens = saved
-
-
 def counted(response: torch.Tensor, eos: int) -> int:
     """Tokens up to and including the first end-of-turn of each row (the rollout's own rule)."""
     is_eos = response == eos
@@ -89,7 +75,11 @@ def measure(
 
     def ours() -> int:
         rollout = av.sample(
-            activations, group_size=group, max_new_tokens=max_new_tokens, temperature=temperature
+            activations,
+            group_size=group,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            min_new_tokens=max_new_tokens,
         )
         return int(rollout.response_mask.sum())
 
@@ -103,6 +93,7 @@ def measure(
                 top_k=0,
                 top_p=1.0,
                 max_new_tokens=max_new_tokens,
+                min_new_tokens=max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=av.pad_id,
                 use_cache=True,
@@ -112,22 +103,21 @@ def measure(
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     cpu_seconds: dict[str, list[float]] = {name: [] for name in calls}
     tokens: dict[str, int] = {}
-    with fixed_length(av.model, max_new_tokens):
-        for _ in range(warmup):
-            for fn in calls.values():
-                fn()
-        for i in range(repeats):
-            # Alternate the order so that drifting machine load hits both alike.
-            order = list(calls) if i % 2 == 0 else list(reversed(calls))
-            for name in order:
-                cpu = time.process_time()
-                s, out = timed(calls[name], device)
-                cpu_seconds[name].append(time.process_time() - cpu)
-                seconds[name].append(s)
-                if name == "ours":
-                    tokens[name] = out
-                else:
-                    tokens[name] = counted(out[:, prompt.shape[1] :], eos)
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    for i in range(repeats):
+        # Alternate the order so that drifting machine load hits both alike.
+        order = list(calls) if i % 2 == 0 else list(reversed(calls))
+        for name in order:
+            cpu = time.process_time()
+            s, out = timed(calls[name], device)
+            cpu_seconds[name].append(time.process_time() - cpu)
+            seconds[name].append(s)
+            if name == "ours":
+                tokens[name] = out
+            else:
+                tokens[name] = counted(out[:, prompt.shape[1] :], eos)
     if tokens["ours"] != tokens["generate"]:
         raise SystemExit(f"token counts differ ({tokens}): the fixed length did not hold")
     result: dict[str, Any] = {

@@ -99,7 +99,23 @@ def test_rl_step(tmp_path):
     assert all(v >= 0 for v in payload["phase_mean_s"].values())
     assert payload["phase_mean_s"]["rollout"] > 0 and payload["phase_mean_s"]["av"] > 0
     phases = [row[0] for row in table_rows(stdout, "phase")]
-    assert phases == ["rollout", "score", "ar", "av", "step"]
+    assert phases == ["rollout", "ar", "av", "step"]
+
+
+def test_vs_trl(tmp_path):
+    stdout, payload = run_benchmark("vs_trl", tmp_path)
+    assert payload["machine"]["trl"] and payload["reference"] == "frozen"
+    (shape,) = payload["shapes"]
+    assert (shape["batch"], shape["group"], shape["cap"]) == (2, 2, 6)
+    # Both sides wrote exactly the cap for every sample (checked by the script, which exits
+    # non-zero otherwise) and were timed on every round's steps but the first.
+    assert shape["response_tokens_per_step"] == 2 * 2 * 6
+    assert len(shape["nla_steps_ms"]) == len(shape["trl_steps_ms"]) == 2
+    assert shape["ratio"] == pytest.approx(shape["nla_ms"] / shape["trl_ms"])
+    assert shape["nla_tokens_per_s"] == pytest.approx(24 / shape["nla_ms"] * 1000)
+    (row,) = table_rows(stdout, "batch x group")
+    assert row[0] == "2 x 2, 6 tokens" and row[-2] == f"{shape['ratio']:.2f}"
+    assert stdout.rstrip().splitlines()[-1] == f"ratio NLA/TRL ms per step: {shape['ratio']:.2f}"
 
 
 def test_pipeline(tmp_path):

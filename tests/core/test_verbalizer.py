@@ -61,6 +61,37 @@ def test_injected_logprobs_equal_a_manual_inputs_embeds_forward(av, meta):
     assert (got[mask == 0] == 0).all()
 
 
+def test_a_group_shares_its_prompt_with_the_same_logprobs_and_gradients(av, meta):
+    acts = torch.randn(2, meta.d_model)
+    bodies = ["the colour is red .", "a", "the person is anna . the colour is blue ."]
+    ids, mask = responses(av, bodies * 2)  # 2 groups of 3 ragged responses
+    per_row = av.response_logprobs(acts.repeat_interleave(3, dim=0), ids, mask)
+    grads = torch.autograd.grad(per_row.sum(), list(av.parameters()))
+    shared = av.response_logprobs(acts, ids, mask, group_size=3)
+    torch.testing.assert_close(shared, per_row, atol=1e-5, rtol=1e-5)
+    assert (shared[mask == 0] == 0).all()
+    # Each group's responses read its own activation (not the other group's).
+    swapped = av.response_logprobs(acts.flip(0), ids, mask, group_size=3)
+    assert not torch.allclose(swapped, shared, atol=1e-3)
+    for a, b in zip(
+        grads, torch.autograd.grad(shared.sum(), list(av.parameters())), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with pytest.raises(NLAConfigError, match="3 activations in groups of 3 cannot explain 6"):
+        av.response_logprobs(torch.randn(3, meta.d_model), ids, mask, group_size=3)
+
+
+def test_gradient_checkpointing_runs_one_prompt_per_response(av, meta):
+    # Checkpointed layers keep no KV cache in training mode: the group path must not be taken.
+    acts = torch.randn(2, meta.d_model)
+    ids, mask = responses(av, ["the colour is red .", "a"] * 2)
+    expected = av.response_logprobs(acts.repeat_interleave(2, dim=0), ids, mask)
+    av.model.gradient_checkpointing_enable()
+    av.model.train()
+    got = av.response_logprobs(acts, ids, mask, group_size=2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_injection_changes_the_output_and_only_through_the_vector(av, meta):
     ids, mask = responses(av, ["the colour is red ."] * 2)
     a = torch.randn(1, meta.d_model).expand(2, -1)

@@ -126,8 +126,8 @@ def test_nan_rewards_skip_updates_then_stop_with_a_clear_error(warm_nla, colour_
 class _NaNARLoss(NLARLModule):
     """An AR whose regression loss is NaN while its predictions (the rewards) stay finite."""
 
-    def ar_loss(self, rows, targets):
-        return super().ar_loss(rows, targets) * float("nan")
+    def ar_objective(self, mse):
+        return super().ar_objective(mse) * float("nan")
 
 
 def test_an_ar_that_stays_nan_stops_the_run_while_the_av_steps_succeed(warm_nla, colour_mapping):

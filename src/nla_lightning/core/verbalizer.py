@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from nla_lightning.core.activations import check_finite, check_width, normalise
 from nla_lightning.core.families import embedding_output_scale, end_of_turn_id, stop_token_ids
 from nla_lightning.core.lora import is_peft, save_adapter
 from nla_lightning.core.meta import NLAMeta, render_actor_prompt
+from nla_lightning.core.sampling import CompiledDecoder, sample_responses
 from nla_lightning.errors import NLAConfigError
 
 # Inference cap on new tokens; the RL rollout's own cap (150) is a training setting.
@@ -167,6 +169,7 @@ class ActivationVerbalizer(nn.Module):
         self.register_buffer("prompt_ids", torch.tensor(prompt, device=device), persistent=False)
         self.injector = EmbeddingInjector(model, meta, prompt.index(meta.injection_token_id))
         self.stop_ids = stop_token_ids(tokenizer)
+        self._decoder: CompiledDecoder | None = None  # made on the first compiled sample
 
     @property
     def pad_id(self) -> int:
@@ -174,9 +177,25 @@ class ActivationVerbalizer(nn.Module):
         return self.tokenizer.eos_token_id if pad is None else pad
 
     def response_logprobs(
-        self, activations: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor
+        self,
+        activations: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        group_size: int = 1,
     ) -> torch.Tensor:
-        """Log-prob of each response token given the injected prompt: [B, T] (0 where masked)."""
+        """Log-prob of each response token given the injected prompt: [B, T] (0 where masked).
+
+        `group_size` G > 1: `activations` holds one row per group of G consecutive responses
+        (an RL group: one activation, G samples). Their prompts are identical, so the prompt runs
+        once per group and its keys and values serve all G responses: the same log-probs (to
+        float rounding) with 1/G of the prompt's work, gradients included."""
+        if group_size > 1 and not getattr(self.model, "is_gradient_checkpointing", False):
+            return self._shared_prompt_logprobs(
+                activations, response_ids, response_mask, group_size
+            )
+        if group_size > 1:
+            # Gradient checkpointing turns the KV cache off: one prompt per response.
+            activations = activations.repeat_interleave(group_size, dim=0)
         n, width = response_ids.shape
         device = self.prompt_ids.device
         prompt = self.prompt_ids.unsqueeze(0).expand(n, -1)
@@ -189,6 +208,37 @@ class ActivationVerbalizer(nn.Module):
             ).logits[:, :-1]
         logprobs = token_logprobs(logits, response_ids.to(device))
         return logprobs * response_mask.to(device)
+
+    def _shared_prompt_logprobs(
+        self,
+        activations: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        group_size: int,
+    ) -> torch.Tensor:
+        device = self.prompt_ids.device
+        ids, mask = response_ids.to(device), response_mask.to(device)
+        if activations.shape[0] * group_size != ids.shape[0]:
+            raise NLAConfigError(
+                f"{activations.shape[0]} activations in groups of {group_size} cannot explain "
+                f"{ids.shape[0]} responses"
+            )
+        prompt = self.prompt_ids.unsqueeze(0).expand(activations.shape[0], -1)
+        cache = DynamicCache(config=self.model.config)
+        with self.injector.active(activations):
+            # The prompt's last position predicts the first response token.
+            first = self.model(
+                input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1
+            ).logits
+        cache.batch_repeat_interleave(group_size)
+        # Response tokens but the last predict the rest (the last one's output is never used).
+        seen = torch.ones(ids.shape[0], prompt.shape[1], dtype=mask.dtype, device=device)
+        attention = torch.cat([seen, mask[:, :-1]], dim=1)
+        rest = self.model(
+            input_ids=ids[:, :-1], attention_mask=attention, past_key_values=cache, use_cache=True
+        ).logits
+        logits = torch.cat([first.repeat_interleave(group_size, dim=0), rest], dim=1)
+        return token_logprobs(logits, ids) * mask
 
     def sft_loss(
         self, activations: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor
@@ -204,33 +254,34 @@ class ActivationVerbalizer(nn.Module):
         group_size: int = 1,
         max_new_tokens: int = MAX_NEW_TOKENS,
         temperature: float = 1.0,
+        min_new_tokens: int = 0,
+        compile: bool = False,
     ) -> Rollout:
         """Sample `group_size` responses per activation in one batched, KV-cached generate
         (temperature 0: the greedy response). Rows are grouped: rows g*i .. g*i+g-1 belong to
         activation i. A response that reaches `max_new_tokens` without closing
-        </explanation> has no explanation (None): a failure."""
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
-        )
+        </explanation> has no explanation (None): a failure. `min_new_tokens` holds the stop
+        tokens back until that many were written (benchmarks force equal lengths with it).
+        `compile`: decode through a compiled step over a static KV cache (kept for the next call
+        of the same shape; the first call pays the compile)."""
+        if compile and self._decoder is None:
+            self._decoder = CompiledDecoder(self.model)
         vectors = activations.repeat_interleave(group_size, dim=0)
-        n = vectors.shape[0]
-        prompt = self.prompt_ids.unsqueeze(0).expand(n, -1)
+        prompt = self.prompt_ids.unsqueeze(0).expand(vectors.shape[0], -1)
         stops = self.stop_ids
         with self.injector.active(vectors):
-            out = self.model.generate(
-                input_ids=prompt,
-                attention_mask=torch.ones_like(prompt),
+            response = sample_responses(
+                self.model,
+                prompt,
                 max_new_tokens=max_new_tokens,
-                eos_token_id=stops,
-                pad_token_id=self.pad_id,
+                stop_ids=stops,
+                pad_id=self.pad_id,
+                temperature=temperature,
+                min_new_tokens=min_new_tokens,
                 # The injection character means "vector here"; the AV must never write it.
-                suppress_tokens=[self.meta.injection_token_id],
-                use_cache=True,
-                **sampling,
+                suppress_ids=[self.meta.injection_token_id],
+                decoder=self._decoder if compile else None,
             )
-        response = out[:, prompt.shape[1] :]
         is_eos = torch.isin(response, torch.tensor(stops, device=response.device))
         after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
         mask = (~after_eos).long()

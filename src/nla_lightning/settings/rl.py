@@ -23,6 +23,10 @@ class RLSettings:
     group_size: int = 4
     max_new_tokens: int = 150  # the release caps rollouts here; longer is a failure
     temperature: float = 1.0
+    # Decode the rollout through a compiled step over a static KV cache: the same tokens with
+    # fewer Python-level operations per token, after a one-off compile (about 15-30 s on a
+    # 2-core CPU for the toy AV); worth it for long runs, not for a few hundred tiny steps.
+    compile_rollout: bool = False
     beta: float = 0.01  # KL weight; > 0 needs model.train.reference
     # Per-token KL to the reference: k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0, low
     # variance), k1 = logp - ref (the release's).
@@ -46,7 +50,9 @@ class RLSettings:
     # Manual optimisation: the stage clips by norm itself (trainer.gradient_clip_val is
     # refused). None = off.
     gradient_clip_val: float | None = None
-    av_micro_batch: int = 0  # rows per AV forward/backward; 0 = the whole batch at once
+    # Rows per AV forward/backward; 0 = the whole batch at once. A multiple of group_size (or 0)
+    # runs each group's prompt once for its G responses (without gradient checkpointing).
+    av_micro_batch: int = 0
     ar_micro_batch: int = 0
     max_bad_steps: int = 5  # non-finite steps in a row before the run stops
     examples_every: int = 25  # sampled explanations logged every N steps (0 = never)

@@ -36,7 +36,10 @@ class ReferencePolicy:
         activations: torch.Tensor,
         ids: torch.Tensor,
         mask: torch.Tensor,
+        group_size: int = 1,
     ) -> torch.Tensor | None:
+        """Reference log-probs [N, T] of the responses (`group_size`: as
+        `ActivationVerbalizer.response_logprobs`); None without a reference."""
         if self.mode == "none":
             return None
         if self.mode == "adapter":
@@ -49,14 +52,15 @@ class ReferencePolicy:
                 # LoRA warm start: the frozen copy of the warm-start adapter.
                 av.model.set_adapter(REFERENCE_ADAPTER)
                 try:
-                    return av.response_logprobs(activations, ids, mask)
+                    return av.response_logprobs(activations, ids, mask, group_size)
                 finally:
                     av.model.set_adapter("default")
             # Full warm start + LoRA for RL: adapters off is exactly the warm start.
             with av.model.disable_adapter():
-                return av.response_logprobs(activations, ids, mask)
+                return av.response_logprobs(activations, ids, mask, group_size)
         return self.frozen.response_logprobs(
             activations,
             ids.to(self.frozen.prompt_ids.device),
             mask.to(self.frozen.prompt_ids.device),
+            group_size,
         ).to(ids.device)

@@ -1,7 +1,8 @@
 """Joint RL: GRPO for the AV, one regression step for the AR per batch, KL to a frozen reference.
 
 One LightningModule with manual optimisation; each training step reads like the method:
-rollout -> score with the current AR (no grad) -> AR step -> AV step -> log.
+rollout -> score with the current AR and take its regression step (one AR forward) -> AV step
+-> log.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nla_lightning.errors import NLAConfigError
 from nla_lightning.settings.rl import RLSettings
 from nla_lightning.training.checkpointing import replace_directory
 from nla_lightning.training.distributed import GradientSync
+from nla_lightning.training.dropout import disable_dropout
 from nla_lightning.training.example_log import log_examples
 from nla_lightning.training.grpo import (
     chunk_weight,
@@ -39,6 +41,7 @@ from nla_lightning.training.grpo import (
     rewards_from_mse,
 )
 from nla_lightning.training.reference import ReferencePolicy
+from nla_lightning.training.rl_metrics import example_rows, step_metrics
 from nla_lightning.training.sft import warmup_cosine
 
 
@@ -104,6 +107,7 @@ class NLARLModule(L.LightningModule):
     def on_fit_start(self) -> None:
         # from_pretrained returns eval-mode models; the policy and AR train (the reference not).
         self.train()
+        disable_dropout(self.av, self.ar)
 
     def on_train_start(self) -> None:
         # By now the strategy has wrapped the module (DDP) and the process group exists.
@@ -149,9 +153,7 @@ class NLARLModule(L.LightningModule):
         rollout = self.rollout(activations)
         times["rollout"] = time.perf_counter()
         rows = self._ar_rows(rollout.explanations)
-        rewards, mse, valid = self.score(rows, activations)
-        times["score"] = time.perf_counter()
-        ar_loss = self.update_ar(rows, activations, ar_opt)
+        rewards, mse, valid, ar_loss = self.score_and_update_ar(rows, activations, ar_opt)
         times["ar"] = time.perf_counter()
         av_stats = self.update_av(rollout, activations, rewards, av_opt)
         times["av"] = time.perf_counter()
@@ -170,6 +172,7 @@ class NLARLModule(L.LightningModule):
             group_size=self.hp.group_size,
             max_new_tokens=self.hp.max_new_tokens,
             temperature=self.hp.temperature,
+            compile=self.hp.compile_rollout,
         )
         self.av.train()
         return rollout
@@ -208,37 +211,53 @@ class NLARLModule(L.LightningModule):
         """Mean normalised MSE of the AR on (explanation ids -> activation). The ids are plain
         integers from the rollout, so no gradient can flow back into the AV."""
         predicted = self._ar_forward(rows)
-        return normalised_mse(predicted, targets, self.ar.meta.mse_scale).mean()
+        return self.ar_objective(normalised_mse(predicted, targets, self.ar.meta.mse_scale))
 
-    def update_ar(
+    def ar_objective(self, mse: torch.Tensor) -> torch.Tensor:
+        """The AR's regression loss from its per-sample normalised MSE [n]: the mean."""
+        return mse.mean()
+
+    def score_and_update_ar(
         self, rows: list[list[int] | None], activations: torch.Tensor, optimizer: Any
-    ) -> float | None:
-        """(ii) One regression step on the valid explanations; never reaches the AV."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+        """(ii) rewards from the CURRENT AR and (iii) one regression step on the valid
+        explanations, from ONE forward of the AR per micro-batch: its predictions, made before
+        the step, give the rewards (detached); its loss's gradient is the step. (Dropout is off
+        in RL, so a training-mode forward predicts what an eval-mode one would.) Returns
+        rewards [N], per-sample MSE [N], validity [N] and the AR loss (None: no step)."""
+        targets = activations.repeat_interleave(self.hp.group_size, dim=0)
+        valid = torch.tensor([r is not None for r in rows], device=self.device)
+        mse = torch.full((len(rows),), 2.0, device=self.device)
         index = [i for i, row in enumerate(rows) if row is not None]
         optimizer.zero_grad()
         total, finite = 0.0, True
-        if index:
-            targets = activations.repeat_interleave(self.hp.group_size, dim=0)[index]
-            rows = [rows[i] for i in index]
-            chunk = self.hp.ar_micro_batch or len(rows)
-            for start in range(0, len(rows), chunk):
-                loss = self.ar_loss(rows[start : start + chunk], targets[start : start + chunk])
-                loss = loss * (len(rows[start : start + chunk]) / len(rows))
-                if not finite_or_none(loss):
-                    finite = False
-                    break
+        chunk = self.hp.ar_micro_batch or max(len(index), 1)
+        for start in range(0, len(index), chunk):
+            part = index[start : start + chunk]
+            predicted = self._ar_forward([rows[i] for i in part])
+            per_sample = normalised_mse(predicted, targets[part], self.ar.meta.mse_scale)
+            mse[part] = per_sample.detach()
+            loss = self.ar_objective(per_sample) * (len(part) / len(index))
+            # After a non-finite chunk the rest are still scored (their rewards), not trained.
+            if finite and finite_or_none(loss):
                 self.manual_backward(loss)
                 total += float(loss.detach())
+            else:
+                finite = False
+        rewards = rewards_from_mse(mse, valid, kind=self.hp.reward)
+        return rewards, mse, valid, self._step_ar(finite, bool(index), total, optimizer)
+
+    def _step_ar(self, finite: bool, any_valid: bool, total: float, optimizer: Any):
         # Every rank takes the same decision, so the collective gradient sync never deadlocks.
         if not self.distributed.all_true(finite):
             return self._skip("AR loss", optimizer)
-        if not self.distributed.any_true(bool(index)):
+        if not self.distributed.any_true(any_valid):
             return None
         self.distributed.average_gradients(self.ar.parameters())
         self._clip(optimizer)
         optimizer.step()
         self.lr_schedulers()[1].step()
-        return total if index else None
+        return total if any_valid else None
 
     def update_av(
         self, rollout: Rollout, activations: torch.Tensor, rewards: torch.Tensor, optimizer: Any
@@ -247,19 +266,31 @@ class NLARLModule(L.LightningModule):
         if not self.distributed.all_true(finite_or_none(rewards)):
             self._skip("reward", optimizer)
             return None
-        advantages = group_advantages(rewards, self.hp.group_size, self.hp.scale_by_std)
-        vectors = activations.repeat_interleave(self.hp.group_size, dim=0)
+        g = self.hp.group_size
+        advantages = group_advantages(rewards, g, self.hp.scale_by_std)
         ids, mask = rollout.response_ids.to(self.device), rollout.response_mask.to(self.device)
         n = len(ids)
         chunk = self.hp.av_micro_batch or n
         chunks = [slice(s, s + chunk) for s in range(0, n, chunk)]
+        # Micro-batches of whole groups run each group's prompt once (its G responses share it).
+        shared = g if chunk % g == 0 else 1
+        vectors = activations if shared > 1 else activations.repeat_interleave(g, dim=0)
+
+        def rows(part: slice) -> torch.Tensor:
+            return vectors[part.start // shared : part.stop // shared]
+
         old = [None] * len(chunks)
-        refs = [self.reference.logprobs(self.av, vectors[c], ids[c], mask[c]) for c in chunks]
+        refs = [
+            self.reference.logprobs(self.av, rows(c), ids[c], mask[c], group_size=shared)
+            for c in chunks
+        ]
         stats = {"kl": 0.0, "clip_fraction": 0.0, "policy_loss": 0.0}
         for _ in range(self.hp.inner_epochs):
             optimizer.zero_grad()
             for k, part in enumerate(chunks):
-                logprobs = self.av.response_logprobs(vectors[part], ids[part], mask[part])
+                logprobs = self.av.response_logprobs(
+                    rows(part), ids[part], mask[part], group_size=shared
+                )
                 if old[k] is None:
                     # Rollout log-probs: the policy before this step's updates.
                     old[k] = logprobs.detach()
@@ -326,40 +357,17 @@ class NLARLModule(L.LightningModule):
     # ---- logging ------------------------------------------------------------------------
     def log_step(self, step, rollout, rewards, mse, valid, ar_loss, av_stats, times) -> None:
         g = self.hp.group_size
-        n_tokens = float(rollout.response_mask.sum())
-        total_s = times["av"] - times["start"]
-        metrics = {
-            "rl/fve": 1.0 - float(mse.mean()) / self.variance,
-            "rl/reward": float(rewards.mean()),
-            "rl/reward_std_in_group": float(rewards.view(-1, g).std(dim=1, unbiased=False).mean()),
-            "rl/response_length": float(rollout.lengths.float().mean()),
-            "rl/failure_rate": 1.0 - float(valid.float().mean()),
-            "time/rollout_s": times["rollout"] - times["start"],
-            "time/score_s": times["score"] - times["rollout"],
-            "time/ar_s": times["ar"] - times["score"],
-            "time/av_s": times["av"] - times["ar"],
-            "time/tokens_per_s": n_tokens / max(total_s, 1e-9),
-        }
-        if ar_loss is not None:
-            metrics["rl/ar_loss"] = ar_loss
-        if av_stats is not None:
-            metrics.update({f"rl/{k}": v for k, v in av_stats.items()})
+        metrics = step_metrics(
+            rollout, rewards, mse, valid, ar_loss, av_stats, times, self.variance, g
+        )
         self.timings.append(
             {k: v for k, v in metrics.items() if k.startswith("time/")}
-            | {"samples": len(rewards), "tokens": n_tokens}
+            | {"samples": len(rewards), "tokens": float(rollout.response_mask.sum())}
         )
         self.log_dict(metrics, on_step=True, prog_bar=False, batch_size=len(rewards))
         self.log("fve", metrics["rl/fve"], prog_bar=True, logger=False)
         if self.hp.examples_every and step % self.hp.examples_every == 0:
-            rows = [
-                {
-                    "step": step,
-                    "explanation": rollout.explanations[i] or rollout.texts[i],
-                    "reward": float(rewards[i]),
-                    "mse": float(mse[i]),
-                }
-                for i in range(0, len(rewards), g)
-            ]
+            rows = example_rows(step, rollout, rewards, mse, g)
             self.examples.extend(rows)
             if self.global_rank == 0:
                 log_examples(self.logger, rows, step)
