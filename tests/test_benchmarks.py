@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from statistics import median
 
 import pytest
 
@@ -167,3 +168,20 @@ def test_extraction_positions(tmp_path, target_dir):
         assert r["max_abs_diff"] <= 1e-4 * r["max_abs_value"]
         assert positive(r["per_prefix_vectors_per_s"]) and positive(r["speed_up"])
     assert [row[0] for row in table_rows(stdout, "positions/doc")] == ["4", "10"]
+
+
+def test_extraction_scaling(tmp_path, target_dir):
+    stdout, payload = run_benchmark("extraction_scaling", tmp_path, "--target", str(target_dir))
+    check_machine(payload)
+    assert [r["batch_size"] for r in payload["by_batch_size"]] == [1, 2]
+    assert [r["length"] for r in payload["by_length"]] == [32, 48]
+    for r in payload["by_batch_size"] + payload["by_length"]:
+        assert r["vectors"] == payload["documents"] * payload["positions"]
+        # Each document is read once, at most to its length (plus the special tokens).
+        assert payload["documents"] * payload["positions"] < r["tokens_read"]
+        assert r["tokens_read"] <= payload["documents"] * (r["length"] + 8)
+        assert r["vectors_per_s"] == pytest.approx(r["vectors"] / median(r["seconds"]))
+    # The same documents at batch 1 and 2: the same tokens read.
+    first, second = payload["by_batch_size"]
+    assert first["tokens_read"] == second["tokens_read"]
+    assert len(table_rows(stdout, "batch size")) == 2
