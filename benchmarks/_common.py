@@ -127,11 +127,13 @@ def tiny_architecture() -> dict[str, Any]:
     return dict(yaml.safe_load(TINY_MODEL_CONF.read_text())["architecture"])
 
 
-def toy_tokenizer() -> Any:
+def toy_tokenizer(prompts: str = "toy") -> Any:
+    """The toy word-level tokenizer grown by the words of a set of prompt templates (`toy`, or
+    `reference`: the release's, which the Qwen presets use)."""
     from nla_lightning.core.templates import templates
     from nla_lightning.toy.tokenizer import build_toy_tokenizer
 
-    return build_toy_tokenizer(extra_texts=templates("toy"))
+    return build_toy_tokenizer(extra_texts=templates(prompts))
 
 
 def toy_target(tokenizer: Any, seed: int = 0, **overrides: Any) -> torch.nn.Module:
@@ -190,3 +192,19 @@ def synthetic_run(
     ar = ActivationReconstructor.from_target(str(target_dir), tokenizer, meta)
     activations = torch.randn(rows, meta.d_model, generator=torch.Generator().manual_seed(0))
     return av_dir, ar, activations
+
+
+def bench_trainer(device: str, **extra: Any) -> Any:
+    """A Lightning Trainer that only runs the module: no logger, checkpoints, bars or summary."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="gpu" if device.startswith("cuda") else "cpu",
+        devices=1,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **extra,
+    )

@@ -17,8 +17,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import lightning as L
-from _common import add_common_args, markdown_table, setup, synthetic_run, write_json
+from _common import (
+    add_common_args,
+    bench_trainer,
+    markdown_table,
+    setup,
+    synthetic_run,
+    write_json,
+)
 
 from nla_lightning.core.reconstructor import ActivationReconstructor
 from nla_lightning.data.store import read_activations
@@ -92,15 +98,7 @@ def main() -> None:
             examples_every=0,
         )
         module = NLARLModule(av, ar, activations, hp, reference)
-        L.Trainer(
-            accelerator="gpu" if args.device.startswith("cuda") else "cpu",
-            devices=1,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        ).fit(module)
+        bench_trainer(args.device).fit(module)
     timed = module.timings[args.warmup :]
     means = {p: statistics.mean(t[f"time/{p}_s"] for t in timed) for p in PHASES}
     step_s = sum(means.values())

@@ -33,12 +33,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from _common import add_common_args, markdown_table, setup, synthetic_run, write_json
+from _common import (
+    add_common_args,
+    bench_trainer,
+    markdown_table,
+    setup,
+    synthetic_run,
+    write_json,
+)
+from forced_rl import ForcedLengthRL
 
-from nla_lightning.core.verbalizer import Rollout
 from nla_lightning.settings import RLSettings
 from nla_lightning.training.builders import rl_av
-from nla_lightning.training.rl import NLARLModule
 
 LR = 1e-4
 BETA = 0.01
@@ -60,27 +66,6 @@ class Shape:
 
     def __str__(self) -> str:
         return f"{self.batch} x {self.group}, {self.cap} tokens"
-
-
-class ForcedLengthRL(NLARLModule):
-    """Our RL step with every response exactly `max_new_tokens` long and every one a valid
-    explanation (its decoded text), so the AR scores and trains on all of them."""
-
-    def rollout(self, activations: torch.Tensor) -> Rollout:
-        self.av.eval()
-        with torch.no_grad():
-            rollout = self.av.sample(
-                activations,
-                group_size=self.hp.group_size,
-                max_new_tokens=self.hp.max_new_tokens,
-                temperature=self.hp.temperature,
-                min_new_tokens=self.hp.max_new_tokens,
-                compile=self.hp.compile_rollout,
-            )
-        self.av.train()
-        # A plain word at the end keeps the critic template's suffix from merging with the text.
-        rollout.explanations = [f"{t.strip()} end" for t in rollout.texts]
-        return rollout
 
 
 class StepClock(L.Callback):
@@ -137,16 +122,7 @@ class Ours:
     def run(self, steps: int) -> list[float]:
         before = len(self.clock.seconds)
         self.module.hp.steps = self.module.steps_done + steps
-        L.Trainer(
-            accelerator="gpu" if self.device.startswith("cuda") else "cpu",
-            devices=1,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[self.clock],
-        ).fit(self.module)
+        bench_trainer(self.device, callbacks=[self.clock]).fit(self.module)
         return self.clock.seconds[before:]
 
     def response_tokens(self) -> float:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from nla_lightning.core.lora import gradient_checkpointing
 from nla_lightning.core.meta import NLAMeta
 from nla_lightning.core.models import load_causal_lm
 from nla_lightning.core.padding import pad_right
@@ -86,7 +87,7 @@ def test_gradient_checkpointing_runs_one_prompt_per_response(av, meta):
     acts = torch.randn(2, meta.d_model)
     ids, mask = responses(av, ["the colour is red .", "a"] * 2)
     expected = av.response_logprobs(acts.repeat_interleave(2, dim=0), ids, mask)
-    av.model.gradient_checkpointing_enable()
+    gradient_checkpointing(av.model)
     av.model.train()
     got = av.response_logprobs(acts, ids, mask, group_size=2)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -9,7 +9,9 @@ the same seed it draws the same tokens, since the one random call is the same `m
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +21,14 @@ from nla_lightning.errors import NLAConfigError
 
 # How often (in tokens) to ask whether every row has stopped: each ask waits for the device.
 STOP_CHECK_EVERY = 8
+
+
+def with_cache(model: nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword that hands `cache` to this model's forward: `cache` in the transformers
+    versions that renamed it (they warn on the old name), `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    return {"cache" if "cache" in parameters else "past_key_values": cache}
 
 
 @torch.no_grad()
@@ -43,15 +53,13 @@ def sample_responses(
     responses = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     if decoder is None:
-        cache = DynamicCache(config=model.config)
-        logits = model(
-            input_ids=prompt_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
-        ).logits[:, -1]
+        cache = with_cache(model, DynamicCache(config=model.config))
+        logits = model(input_ids=prompt_ids, use_cache=True, logits_to_keep=1, **cache).logits[
+            :, -1
+        ]
 
         def decode(tokens: torch.Tensor, position: int) -> torch.Tensor:
-            return model(
-                input_ids=tokens.unsqueeze(1), past_key_values=cache, use_cache=True
-            ).logits[:, -1]
+            return model(input_ids=tokens.unsqueeze(1), use_cache=True, **cache).logits[:, -1]
     else:
         logits = decoder.prefill(prompt_ids, width + max_new_tokens)
         decode = decoder.decode
@@ -94,6 +102,7 @@ class CompiledDecoder:
             import torch._inductor.config as inductor
 
             inductor.compile_threads = 1
+        self.cache_name = next(iter(with_cache(model, None)))  # found once, not while traced
         self._step = torch.compile(self._decode, dynamic=False, fullgraph=True)
 
     def prefill(self, prompt_ids: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -105,7 +114,7 @@ class CompiledDecoder:
         positions = torch.arange(prompt_ids.shape[1], device=prompt_ids.device)
         return self.model(
             input_ids=prompt_ids,
-            past_key_values=self.cache,
+            **with_cache(self.model, self.cache),
             use_cache=True,
             cache_position=positions,
             logits_to_keep=1,
@@ -124,5 +133,5 @@ class CompiledDecoder:
 
     def _decode(self, tokens: torch.Tensor, cache: StaticCache, where: torch.Tensor):
         return self.model(
-            input_ids=tokens, past_key_values=cache, use_cache=True, cache_position=where
+            input_ids=tokens, use_cache=True, cache_position=where, **{self.cache_name: cache}
         ).logits[:, -1]

@@ -17,7 +17,7 @@ from nla_lightning.core.activations import check_finite, check_width, normalise
 from nla_lightning.core.families import embedding_output_scale, end_of_turn_id, stop_token_ids
 from nla_lightning.core.lora import is_peft, save_adapter
 from nla_lightning.core.meta import NLAMeta, render_actor_prompt
-from nla_lightning.core.sampling import CompiledDecoder, sample_responses
+from nla_lightning.core.sampling import CompiledDecoder, sample_responses, with_cache
 from nla_lightning.errors import NLAConfigError
 
 # Inference cap on new tokens; the RL rollout's own cap (150) is a training setting.
@@ -189,7 +189,7 @@ class ActivationVerbalizer(nn.Module):
         (an RL group: one activation, G samples). Their prompts are identical, so the prompt runs
         once per group and its keys and values serve all G responses: the same log-probs (to
         float rounding) with 1/G of the prompt's work, gradients included."""
-        if group_size > 1 and not getattr(self.model, "is_gradient_checkpointing", False):
+        if group_size > 1 and not checkpointing_on(self.model):
             return self._shared_prompt_logprobs(
                 activations, response_ids, response_mask, group_size
             )
@@ -228,14 +228,17 @@ class ActivationVerbalizer(nn.Module):
         with self.injector.active(activations):
             # The prompt's last position predicts the first response token.
             first = self.model(
-                input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1
+                input_ids=prompt, use_cache=True, logits_to_keep=1, **with_cache(self.model, cache)
             ).logits
         cache.batch_repeat_interleave(group_size)
         # Response tokens but the last predict the rest (the last one's output is never used).
         seen = torch.ones(ids.shape[0], prompt.shape[1], dtype=mask.dtype, device=device)
         attention = torch.cat([seen, mask[:, :-1]], dim=1)
         rest = self.model(
-            input_ids=ids[:, :-1], attention_mask=attention, past_key_values=cache, use_cache=True
+            input_ids=ids[:, :-1],
+            attention_mask=attention,
+            use_cache=True,
+            **with_cache(self.model, cache),
         ).logits
         logits = torch.cat([first.repeat_interleave(group_size, dim=0), rest], dim=1)
         return token_logprobs(logits, ids) * mask
@@ -337,6 +340,15 @@ class ActivationVerbalizer(nn.Module):
         self.tokenizer.save_pretrained(directory)
         self.meta.save(directory, kind="nla_model", role="av", stage=stage)
         return directory
+
+
+def checkpointing_on(model: nn.Module) -> bool:
+    """Whether the model recomputes its layers in backward (transformers renamed the flag)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(base), name):  # the class: reading the old name warns
+            return bool(getattr(base, name))
+    return False
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

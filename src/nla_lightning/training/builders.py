@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nla_lightning.core.lora import add_lora, check_mode, gradient_checkpointing, is_adapter_dir
+from nla_lightning.core.lora import (
+    add_lora,
+    check_mode,
+    gradient_checkpointing,
+    is_adapter_dir,
+    keep_4bit_trainable,
+)
 from nla_lightning.core.meta import NLAMeta
 from nla_lightning.core.models import load_causal_lm
 from nla_lightning.core.reconstructor import ActivationReconstructor
@@ -69,6 +75,8 @@ def rl_av(
         # Keep training the warm-start adapter; a frozen copy of it is the KL reference.
         av.model.load_adapter(str(av_dir), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
         av.model.set_adapter("default")
+        # Loaded trainable, not through add_lora: its 4-bit layers must stay trainable too.
+        keep_4bit_trainable(av.model)
     elif mode != "full":
         av.model = add_lora(av.model, rank=train["lora_rank"], alpha=2 * train["lora_rank"])
     elif reference == "adapter":
@@ -98,6 +106,9 @@ def rl_ar(ar_dir: Path, train: dict[str, Any], device: str) -> ActivationReconst
     )
     if train["ar_mode"] != "full" and not is_adapter_dir(ar_dir):
         ar.enable_lora(train["lora_rank"])
+    elif train["ar_mode"] == "qlora":
+        # The warm-start adapter, loaded trainable rather than through add_lora.
+        keep_4bit_trainable(ar.backbone)
     if train["gradient_checkpointing"]:
         gradient_checkpointing(ar.backbone)
     return ar
