@@ -148,13 +148,16 @@ def toy_target(tokenizer: Any, seed: int = 0, **overrides: Any) -> torch.nn.Modu
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def toy_meta(tokenizer: Any, model: torch.nn.Module, layer: int = 2) -> Any:
-    """NLA metadata for the toy target, made as the pipeline makes it (toy templates)."""
+def toy_meta(
+    tokenizer: Any, model: torch.nn.Module, layer: int = 2, prompts: str = "toy"
+) -> Any:
+    """NLA metadata for the toy target, made as the pipeline makes it (`prompts`: the toy
+    templates, or the release's `reference` ones, with a prompt of real length)."""
     from nla_lightning.core.injection_scale import from_embeddings
     from nla_lightning.core.meta import build_meta
     from nla_lightning.core.templates import templates
 
-    actor, critic = templates("toy")
+    actor, critic = templates(prompts)
     return build_meta(
         tokenizer,
         model.config,
@@ -167,14 +170,15 @@ def toy_meta(tokenizer: Any, model: torch.nn.Module, layer: int = 2) -> Any:
 
 
 def synthetic_run(
-    directory: Path, rows: int = 256, hidden: int | None = None
+    directory: Path, rows: int = 256, hidden: int | None = None, prompts: str = "toy"
 ) -> tuple[Path, Any, torch.Tensor]:
     """An untrained NLA on the tiny target (`hidden`: another width, shaped like the default
-    128: MLP 2x, heads of 32, a key/value head per two): (AV dir, AR, activations [rows, d])."""
+    128: MLP 2x, heads of 32, a key/value head per two; `prompts`: its templates, as in
+    `toy_meta`): (AV dir, AR, activations [rows, d])."""
     from nla_lightning.core.reconstructor import ActivationReconstructor
     from nla_lightning.core.verbalizer import ActivationVerbalizer
 
-    tokenizer = toy_tokenizer()
+    tokenizer = toy_tokenizer(prompts)
     widths = {}
     if hidden is not None:
         widths = {
@@ -184,7 +188,7 @@ def synthetic_run(
             "num_key_value_heads": hidden // 64,
         }
     model = toy_target(tokenizer, **widths)
-    meta = toy_meta(tokenizer, model)
+    meta = toy_meta(tokenizer, model, prompts=prompts)
     target_dir = directory / "target"
     model.save_pretrained(target_dir)
     tokenizer.save_pretrained(target_dir)

@@ -1,14 +1,17 @@
 """One GRPO step of this package against TRL's GRPOTrainer on the same model and shape.
 
 Usage: python benchmarks/vs_trl.py [--rounds 4] [--steps 4] [--reference frozen]
-       [--shapes 8x4x40,8x8x40,8x4x96] [--device cpu|cuda] [--threads N] [--json PATH] [--quick]
+       [--prompts reference|toy] [--shapes 8x4x40,8x8x40,8x4x96] [--device cpu|cuda]
+       [--threads N] [--json PATH] [--quick]
 Needs TRL: pip install -e ".[bench]".
 
 Both sides start from the same untrained tiny AV (the default run's target architecture, random
-weights), the same prompt (the AV's chat-templated prompt, same token count), the same batch x
-group, temperature 1, no top-k/top-p, beta 0.01 with a full-precision frozen reference, one
-update per batch, AdamW at lr 1e-4. Both are forced to write exactly `cap` tokens per response
-(min_new_tokens = max_new_tokens), and every one of our responses counts as a valid explanation,
+weights), the same prompt (the AV's chat-templated prompt, the same token count on both sides:
+the release's template, which every real-model preset uses, or with `--prompts toy` the toy
+world's short one), the same batch x group, temperature 1, no top-k/top-p, beta 0.01 with a
+full-precision frozen reference, one update per batch, AdamW at lr 1e-4. Both are forced to
+write exactly `cap` tokens per response (min_new_tokens = max_new_tokens), and every one of our
+responses counts as a valid explanation,
 so our step does all of its work: rollout with injection, AR scoring of every sample, one AR
 regression step, the GRPO step with KL. TRL's reward function only reads lengths.
 
@@ -209,7 +212,9 @@ def measure(shape: Shape, args, scratch: Path) -> dict[str, Any]:
     ours_sides = (("nla", False),) if args.quick else (("nla", False), ("nla_compiled", True))
     for name, compiled in ours_sides:
         # Each side its own copy of the same untrained NLA (same seeds, same weights).
-        av_dir, ar, activations = synthetic_run(scratch / f"{name}-{shape.batch}-{shape.group}")
+        av_dir, ar, activations = synthetic_run(
+            scratch / f"{name}-{shape.batch}-{shape.group}-{shape.cap}", prompts=args.prompts
+        )
         sides[name] = Ours(av_dir, ar, activations, shape, args, compile_rollout=compiled)
     ours = sides["nla"]
     prompt_text = ours.module.av.tokenizer.decode(ours.module.av.prompt_ids.tolist())
@@ -270,6 +275,13 @@ def main() -> None:
         help="BATCHxGROUPxCAP, comma separated; the first one is the headline ratio",
     )
     parser.add_argument(
+        "--prompts",
+        default="reference",
+        choices=["reference", "toy"],
+        help="the AV's prompt template: the release's, which every real-model preset uses "
+        "(91 tokens with this tokenizer; the default), or the toy world's (12 tokens)",
+    )
+    parser.add_argument(
         "--reference",
         default="frozen",
         help="our KL reference: frozen (a full-precision copy, as TRL's) or quantized_4bit",
@@ -299,7 +311,8 @@ def main() -> None:
             print(f"{shape}: {args.rounds} rounds of {args.steps} timed steps a side", flush=True)
             results.append(measure(shape, args, Path(scratch)))
     print(
-        f"\nTRL {trl.__version__}; ours with reference {args.reference}, rollout decoded eagerly "
+        f"\nTRL {trl.__version__}; {args.prompts} prompt of {results[0]['prompt_tokens']} tokens; "
+        f"ours with reference {args.reference}, rollout decoded eagerly "
         "(the default) or compiled (rl.compile_rollout=true); median ms per step; every "
         "response exactly the cap; tok/s = response tokens per second\n"
     )
@@ -322,7 +335,13 @@ def main() -> None:
     print(markdown_table(headers, rows))
     write_json(
         args.json,
-        {"benchmark": "vs_trl", "machine": info, "reference": args.reference, "shapes": results},
+        {
+            "benchmark": "vs_trl",
+            "machine": info,
+            "prompts": args.prompts,
+            "reference": args.reference,
+            "shapes": results,
+        },
     )
     if "ratio_compiled" in results[0]:
         print(f"ratio NLA compiled/TRL ms per step: {results[0]['ratio_compiled']:.2f}")

@@ -106,7 +106,9 @@ def test_rl_step(tmp_path):
 def test_vs_trl(tmp_path):
     stdout, payload = run_benchmark("vs_trl", tmp_path)
     assert payload["machine"]["trl"] and payload["reference"] == "frozen"
+    assert payload["prompts"] == "reference"
     (shape,) = payload["shapes"]
+    assert shape["prompt_tokens"] > 50  # the release's prompt, not the toy world's
     assert (shape["batch"], shape["group"], shape["cap"]) == (2, 2, 6)
     # Both sides wrote exactly the cap for every sample (checked by the script, which exits
     # non-zero otherwise) and were timed on every round's steps but the first.
