@@ -1,0 +1,50 @@
+"""Ctrl-C (SIGINT) during RL: the run stops after the step under way, keeps a checkpoint, says
+how to resume, and the documented command finishes the run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import TINY_RUN, train_py
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY_RUN, "rl.steps=40", "rl.eval_every=0", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (run / "rl_checkpoints" / "step-2.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("rl stopped by Ctrl-C.") and "Traceback" not in err
+    command = message.split("resume with: ")[1].split()
+    assert command[:2] == ["python", "train.py"]
+    ckpt = Path(next(a for a in command if a.startswith("ckpt_path=")).split("=", 1)[1])
+    import torch
+
+    stopped_at = torch.load(ckpt, weights_only=False)["state_dict"]["step_count"].item()
+    assert 2 <= stopped_at < 40  # a whole step, before the end
+
+    done = train_py(
+        [*TINY_RUN, "rl.steps=40", *command[2:], f"hydra.run.dir={tmp_path}/resumed"], tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["stages"]["rl"]["steps"] == 40
