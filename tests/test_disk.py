@@ -39,10 +39,11 @@ def test_a_full_disk_stops_with_one_line_and_no_torn_file(mounted, tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: No space left on device") and "hydra.run.dir" in last
     assert "Traceback" not in done.stderr
-    # Whatever was written is whole: no temporary file left, every JSON parses, every
-    # safetensors file opens.
-    files = [p for p in (disk / "run").rglob("*") if p.is_file()]
-    assert not [p for p in files if p.name.endswith(".tmp") or ".write-check-" in p.name]
+    # Whatever was written is whole: no temporary file or directory left, every JSON parses,
+    # every tensor of every safetensors file reads.
+    paths = list((disk / "run").rglob("*"))
+    assert not [p for p in paths if p.name.endswith(".tmp") or ".write-check-" in p.name]
+    files = [p for p in paths if p.is_file()]
     for path in files:
         if path.suffix == ".json":
             json.loads(path.read_text())
@@ -50,7 +51,8 @@ def test_a_full_disk_stops_with_one_line_and_no_torn_file(mounted, tmp_path):
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as handle:
-                list(handle.keys())
+                for key in handle.keys():
+                    handle.get_tensor(key)
 
 
 def test_a_read_only_output_directory_is_refused_before_any_work(mounted, tmp_path):
