@@ -14,9 +14,11 @@ from tests.conftest import TINY_RUN, train_py
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tmp_path):
+def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_run, tmp_path):
+    _, warm = tiny_run  # a finished tiny run: its warm start
     run = tmp_path / "run"
-    args = [*TINY_RUN, "rl.steps=40", "rl.eval_every=0", f"hydra.run.dir={run}"]
+    rl = [*TINY_RUN, "rl.steps=40", "rl.eval_every=0"]
+    args = [*rl, "stage=rl", f"from_run={warm}", f"hydra.run.dir={run}"]
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *args],
         cwd=tmp_path,
@@ -42,9 +44,7 @@ def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tmp_pat
     stopped_at = torch.load(ckpt, weights_only=False)["state_dict"]["step_count"].item()
     assert 2 <= stopped_at < 40  # a whole step, before the end
 
-    done = train_py(
-        [*TINY_RUN, "rl.steps=40", *command[2:], f"hydra.run.dir={tmp_path}/resumed"], tmp_path
-    )
+    done = train_py([*rl, *command[2:], f"hydra.run.dir={tmp_path}/resumed"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["stages"]["rl"]["steps"] == 40

@@ -83,8 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         NAME,
         on_stop=checkpoints.save,
         resume=f"Its steps so far are in {last}; with this run's other overrides, resume "
-        f"with: python train.py stage=rl "
-        f"from_run={ctx.run.root} ckpt_path={last}",
+        f"with: python train.py stage=rl from_run={av_dir.parent.parent} ckpt_path={last}",
     )
     trainer = L.Trainer(
         max_epochs=-1,
