@@ -48,3 +48,53 @@ def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_ru
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["stages"]["rl"]["steps"] == 40
+
+
+def rl_weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {
+        f"{role}/{name}": tensor
+        for role in ("av", "ar")
+        for path in sorted((run / "checkpoints" / "rl" / role).glob("*.safetensors"))
+        for name, tensor in load_file(str(path)).items()
+    }
+
+
+def test_sigkill_in_rl_then_resume_equals_an_uninterrupted_run(tiny_run, tmp_path):
+    """SIGKILL (no handler runs) at a random point after the third checkpoint: last.ckpt is a
+    whole checkpoint of some finished step, and resuming from it gives the straight run's
+    weights bit for bit (CPU)."""
+    import random
+
+    import torch
+
+    _, warm = tiny_run
+    rl = [*TINY_RUN, "rl.steps=12", "rl.eval_every=0", "stage=rl", f"from_run={warm}"]
+    straight = train_py([*rl, f"hydra.run.dir={tmp_path}/straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *rl, f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (run / "rl_checkpoints" / "step-3.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random().uniform(0.0, 0.6))  # anywhere in a later step or checkpoint
+    process.kill()
+    process.wait()
+    last = run / "rl_checkpoints" / "last.ckpt"
+    kept = torch.load(last, weights_only=False)["state_dict"]["step_count"].item()
+    assert 3 <= kept <= 12
+
+    resumed = train_py([*rl, f"ckpt_path={last}", f"hydra.run.dir={tmp_path}/resumed"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = rl_weights(tmp_path / "straight"), rl_weights(tmp_path / "resumed")
+    assert expected.keys() == got.keys() and expected
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
