@@ -1,5 +1,7 @@
 """Train an NLA: `python train.py` (toy world on CPU) or `python train.py model=qwen layer=18`."""
 
+import errno
+import os
 import sys
 
 import hydra
@@ -13,7 +15,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from nla_lightning.errors import NLAConfigError
+    from nla_lightning.errors import NLAConfigError, RunInterrupted
     from nla_lightning.pipeline import run
 
     check_metric_stage(cfg.get("optimized_metric"), list(cfg.stage.run))
@@ -22,7 +24,45 @@ def main(cfg: DictConfig) -> float | None:
     except NLAConfigError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunInterrupted as err:
+        print(f"\n{err}", file=sys.stderr)
+        raise SystemExit(130) from None  # the shell's status for a run stopped by SIGINT
+    except Exception as err:
+        problem = disk_problem(err)
+        if problem is None:
+            raise
+        print(f"\nerror: {disk_error_message(problem, err)}", file=sys.stderr)
+        raise SystemExit(3) from None
     return objective(summary, cfg.get("optimized_metric"))
+
+
+# A full disk or a read-only / quota-limited file system: the user's to fix, not a bug.
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES}
+
+
+def disk_problem(err: BaseException) -> str | None:
+    """The file-system problem behind `err` (also where a library re-raised it as its own
+    error, e.g. safetensors), or None for any other error."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRORS:
+            return seen.strerror
+        for code in DISK_ERRORS:
+            if os.strerror(code) in str(seen):
+                return os.strerror(code)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def disk_error_message(problem: str, err: BaseException) -> str:
+    filename = getattr(err, "filename", None)
+    where = f" while writing {filename}" if filename else ""
+    return (
+        f"{problem}{where}. Files are written whole or not at all, so none is torn: free "
+        "space (or fix the permissions), then run again with hydra.run.dir=<this run>: "
+        "extraction continues where it stopped; RL resumes with stage=rl from_run=<this run> "
+        "ckpt_path=<this run>/rl_checkpoints/last.ckpt"
+    )
 
 
 def _refuse_metric(path: str, stages: list[str]) -> None:

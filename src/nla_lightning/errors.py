@@ -3,3 +3,7 @@
 
 class NLAConfigError(ValueError):
     """Raised when data, checkpoints or config do not fit together."""
+
+
+class RunInterrupted(Exception):
+    """The user stopped the run (Ctrl-C); the message says what was kept and how to resume."""

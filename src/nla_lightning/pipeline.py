@@ -5,11 +5,14 @@ loads, every stage's inputs are checked, then the stages run in the configured o
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from nla_lightning.core.console import quiet_libraries
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.settings import RunSettings, validate
 from nla_lightning.stages import stage
@@ -23,13 +26,14 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg.paths.output_dir and returns the summary as a dict."""
     started = time.time()
     settings = validate(cfg)
+    quiet_libraries(settings.verbose)
     ctx = StageContext(
         settings=settings,
         run=RunDir(settings.output_dir),
         source=RunDir(settings.from_run) if settings.from_run else None,
     )
     check_inputs(settings, ctx)
-    ctx.run.root.mkdir(parents=True, exist_ok=True)
+    check_writable(ctx.run.root)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     summary = RunSummary(seed=settings.seed, from_run=_str(settings.from_run))
     for name in settings.stages:
@@ -68,6 +72,20 @@ def check_inputs(settings: RunSettings, ctx: StageContext) -> None:
                     f"{need.made_by} before {name}, or pass from_run=<a run dir that holds it>"
                 )
         made.update(module.makes(settings))
+
+
+def check_writable(directory: Path) -> None:
+    """Make the output directory and write a file there, before any work: a read-only or
+    missing mount fails here, in one line, not after the first stage."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise NLAConfigError(
+            f"the output directory {directory} cannot be written ({err.strerror}): choose "
+            "another with hydra.run.dir=... (or paths.output_dir), or fix its permissions"
+        ) from err
 
 
 def _splits(ctx: StageContext) -> dict:

@@ -4,6 +4,7 @@ any model loads."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,28 @@ def test_real_model_presets_do_not_inherit_toy_values(tmp_path):
     assert qwen.layer == 20 and qwen.model["injection_scale"] == 150
     # A group chosen on the command line still wins over the preset's.
     assert validate(plain(["model=qwen", "rl=default"], tmp_path)).rl == toy.rl
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# Options that need a corpus and a writer that can summarise it to validate.
+CORPUS = ["data=corpus", "writer=openai", "data.builtin=python_reference"]
+
+
+def preset_overrides() -> list[list[str]]:
+    """Every option of every config group whose keys reach a typed schema, as overrides."""
+    cases = []
+    for group in ("rl", "sft", "eval", "data", "experiment", "debug", "model"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            option = f"{group}={path.stem}"
+            needs_corpus = path.stem == "corpus" or (
+                group == "experiment" and not path.stem.startswith("toy")
+            )
+            cases.append([option, *(CORPUS if needs_corpus else [])])
+    return cases
+
+
+@pytest.mark.parametrize("overrides", preset_overrides(), ids=" ".join)
+def test_every_preset_validates_so_each_of_its_keys_has_a_schema_entry(overrides, tmp_path):
+    # A key a YAML file sets but no settings dataclass declares is refused by name here.
+    settings = validate(plain(overrides, tmp_path))
+    assert settings.rl.steps > 0 and settings.sft.av.max_steps > 0

@@ -56,9 +56,7 @@ def test_corpus_pipeline_runs_end_to_end_and_reruns_from_cache(llm, tmp_path):  
     assert [e["text"] for e in examples] == texts[: len(examples)]
     assert len(examples) == min(5, len(texts))
 
-    again = run(
-        corpus_cfg(docs, llm.url, tmp_path / "again", tmp_path / "cache", ["stage=data"])
-    )
+    again = run(corpus_cfg(docs, llm.url, tmp_path / "again", tmp_path / "cache", ["stage=data"]))
     assert len(llm.requests) == first_requests  # every summary came from the cache
     assert set(again["stages"]) == {"target", "data"}
     on_disk = json.loads((tmp_path / "again" / "summary.json").read_text())
@@ -109,3 +107,20 @@ def test_official_layout_response_column_gives_the_explanations(meta, tmp_path):
     )
     with pytest.raises(NLAConfigError, match="closed <explanation>"):
         table_explanations(read_activations(broken))
+
+
+def test_a_corpus_too_small_for_its_splits_is_refused_before_the_model_loads(tmp_path):
+    import pytest
+
+    from nla_lightning.errors import NLAConfigError
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(2):  # two documents cannot fill four splits
+        (docs / f"doc-{i}.txt").write_text("a long enough document " * 20, encoding="utf-8")
+    cfg = corpus_cfg(docs, "http://127.0.0.1:9/unused", tmp_path / "run", tmp_path / "cache")
+    with pytest.raises(NLAConfigError, match=r"the 2 documents split as .* would be empty"):
+        run(cfg)
+    # Nothing was extracted (the check ran on the document ids, before the target loaded).
+    assert not (tmp_path / "run" / "extract").exists()
+    assert not (tmp_path / "run" / "data").exists()

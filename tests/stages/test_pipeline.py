@@ -109,11 +109,37 @@ def test_cli_qwen_exits_with_a_clear_message(tmp_path):
     assert "could not be downloaded" in done.stderr and "model.path" in done.stderr
 
 
-def test_cli_multirun_over_seeds(tmp_path):
-    done = train_py(["-m", "seed=1,2", *TINY_RUN, f"hydra.sweep.dir={tmp_path}"], tmp_path)
+# What the libraries print on their own, which a default run keeps off the console.
+LIBRARY_CHATTER = (
+    "GPU available",
+    "Tip:",
+    "weights_only",
+    "LeafSpec",
+    "Loading weights",
+    "Writing model shards",
+    "Epoch 0/",
+    "is deprecated",
+)
+
+
+def test_cli_multirun_over_seeds_with_a_quiet_console(tmp_path):
+    bars = "trainer.enable_progress_bar=true"  # the smoke preset turns them off
+    args = ["-m", "seed=1,2", *TINY_RUN, bars, f"hydra.sweep.dir={tmp_path}"]
+    done = train_py(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     seeds = sorted(json.loads((tmp_path / d / "summary.json").read_text())["seed"] for d in "01")
     assert seeds == [1, 2]
+    console = done.stdout + done.stderr
+    assert [c for c in LIBRARY_CHATTER if c in console] == []
+    # One bar per trained stage, named, at its total (tqdm redraws with carriage returns).
+    finals = [line.split("\r")[-1] for line in console.splitlines()]
+    for stage, total in (("target", 10), ("av_sft", 4), ("ar_sft", 4), ("rl", 2)):
+        assert any(
+            line.startswith(f"{stage}: 100%") and f"{total}/{total}" in line for line in finals
+        ), (stage, [line for line in finals if line.startswith(stage)])
+    # Apart from the bars, each run's output fits on a screen.
+    other = [line for line in finals if line.strip() and "%|" not in line]
+    assert len(other) <= 2 * 40, "\n".join(other)
 
 
 def test_lora_warm_start_and_rl_with_the_adapter_reference(tmp_path):

@@ -38,3 +38,33 @@ def test_concurrent_puts_leave_a_valid_entry(tmp_path):
         list(pool.map(lambda i: cache.put(key, f"answer {i}" * 200), range(64)))
     assert cache.get(key) in {f"answer {i}" * 200 for i in range(64)}
     assert len(list(tmp_path.iterdir())) == 1
+
+
+WRITER_PROCESS = """
+import sys
+from nla_lightning.writers.cache import AnswerCache, cache_key
+cache, name = AnswerCache(sys.argv[1]), sys.argv[2]
+for round_ in range(20):
+    for i in range(25):
+        key = cache_key("w", "m", f"prompt {i}")
+        cache.put(key, f"{name} {round_} " + "x" * 4000)
+        seen = cache.get(key)
+        assert seen is not None and seen.endswith("x" * 4000), repr(seen)[:80]
+"""
+
+
+def test_two_runs_sharing_the_cache_directory_never_see_a_torn_entry(tmp_path):
+    import subprocess
+    import sys
+
+    runs = [
+        subprocess.Popen([sys.executable, "-c", WRITER_PROCESS, str(tmp_path), name])
+        for name in ("first", "second")
+    ]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    cache = AnswerCache(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 25 and all(f.endswith(".json") for f in files)  # no temp file left
+    for i in range(25):
+        answer = cache.get(cache_key("w", "m", f"prompt {i}"))
+        assert answer.split()[0] in {"first", "second"} and answer.endswith("x" * 4000)

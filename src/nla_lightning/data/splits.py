@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from nla_lightning.errors import NLAConfigError
 
@@ -20,3 +20,26 @@ def split_of(doc_id: int | str, fractions: Mapping[str, float], seed: int) -> st
             return name
         u -= fraction
     return next(reversed(list(fractions)))
+
+
+def check_every_split_filled(
+    doc_ids: Iterable[int | str], fractions: Mapping[str, float], seed: int
+) -> dict[str, int]:
+    """Documents per split (by `split_of`), refusing a corpus that leaves a split with a
+    positive fraction empty; run on the document ids alone, before any model loads."""
+    counts = dict.fromkeys((name for name, f in fractions.items() if f > 0), 0)
+    for doc_id in doc_ids:
+        part = split_of(doc_id, fractions, seed)
+        if part in counts:
+            counts[part] += 1
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        total = sum(counts.values())
+        smallest = min(fractions[name] for name in empty)
+        raise NLAConfigError(
+            f"the {total} documents split as {counts} (data.fractions, by document): the "
+            f"{' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty. Give "
+            f"more documents (about {max(round(3 / smallest), total + 1)} for a "
+            f"{smallest:g} fraction) or move data.fractions away from 0 for fewer splits"
+        )
+    return counts

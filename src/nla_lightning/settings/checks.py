@@ -64,3 +64,9 @@ def betas(key: str, value: Any) -> list[float]:
         if not 0.0 <= _number(f"{key}[{i}]", beta) < 1.0:
             raise NLAConfigError(f"{key}[{i}]={beta!r}: must be in [0, 1)")
     return [float(value[0]), float(value[1])]
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise NLAConfigError(f"{key}={value!r}: expected true or false")
+    return value

@@ -59,6 +59,7 @@ class RunSettings:
     writer: dict[str, Any]
     logger: dict[str, Any] | None
     cache_dir: str | None
+    verbose: bool = False
 
 
 def _build(kind: type, values: dict[str, Any] | None, key: str) -> Any:
@@ -207,4 +208,5 @@ def validate(cfg: dict[str, Any]) -> RunSettings:
         writer=cfg["writer"],
         logger=cfg.get("logger") or None,
         cache_dir=cfg["paths"].get("cache_dir"),
+        verbose=checks.boolean("verbose", cfg.get("verbose", False)),
     )

@@ -13,6 +13,7 @@ from nla_lightning.data.store import read_activations
 from nla_lightning.settings import RunSettings
 from nla_lightning.stages.context import Need, StageContext, warm_start_needs
 from nla_lightning.training.builders import warm_start_ar
+from nla_lightning.training.checkpointing import replace_directory
 from nla_lightning.training.sft import ARSFTModule
 from nla_lightning.training.trainer import fit_and_validate, make_logger
 
@@ -54,8 +55,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.run.root,
         logger,
         settings.seed,
+        name=NAME,
+        callbacks=[ctx.graceful_stop(NAME)],
     )
-    ar.save(ctx.run.nla("warm_start")[1])
+    replace_directory(ar.save, ctx.run.nla("warm_start")[1])  # whole or absent
     return {
         "fve": metrics["val/fve"],
         "fve_shuffled": metrics["val/fve_shuffled"],

@@ -15,6 +15,7 @@ from nla_lightning.data.store import read_activations
 from nla_lightning.settings import RunSettings
 from nla_lightning.stages.context import Need, StageContext, warm_start_needs
 from nla_lightning.training.builders import warm_start_av
+from nla_lightning.training.checkpointing import replace_directory
 from nla_lightning.training.sft import AVSFTModule
 from nla_lightning.training.trainer import fit_and_validate, make_logger
 
@@ -56,8 +57,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.run.root,
         logger,
         settings.seed,
+        name=NAME,
+        callbacks=[ctx.graceful_stop(NAME)],
     )
-    av.save(ctx.run.nla("warm_start")[0])
+    replace_directory(av.save, ctx.run.nla("warm_start")[0])  # whole or absent
     with torch.no_grad():
         examples = _examples(av.eval(), eval_table, n=4, max_new_tokens=hp.max_new_tokens)
     return {

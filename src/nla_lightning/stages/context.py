@@ -50,6 +50,18 @@ class StageContext:
     documents: list | None = None
     logs: dict[str, Any] = field(default_factory=dict)
 
+    def graceful_stop(self, stage: str, on_stop: Any = None, resume: str | None = None) -> Any:
+        """Ctrl-C during `stage`'s fit: stop after the step, then say how to go on (`resume`,
+        or: the stage has no checkpoint of its own and runs again from its start)."""
+        from nla_lightning.training.interrupt import GracefulStop
+
+        later = self.settings.stages[self.settings.stages.index(stage) :]
+        hint = resume or (
+            f"It keeps no checkpoint of its own and starts again: python train.py "
+            f"stage.run=[{','.join(later)}] from_run={self.run.root} (earlier stages are kept)"
+        )
+        return GracefulStop(stage, lambda _trainer, _module: hint, on_stop)
+
     def find(self, relative: str) -> Path | None:
         """A run-relative path in this run, else in from_run; None where neither has it."""
         for run in (self.run, self.source):

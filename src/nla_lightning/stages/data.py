@@ -12,6 +12,7 @@ from nla_lightning.core.injection_scale import known_before_extraction
 from nla_lightning.core.meta import build_meta
 from nla_lightning.core.models import load_causal_lm
 from nla_lightning.core.templates import templates
+from nla_lightning.data.splits import check_every_split_filled
 from nla_lightning.settings import RunSettings
 from nla_lightning.stages.context import Need, StageContext
 from nla_lightning.stages.target import documents
@@ -33,6 +34,11 @@ def makes(settings: RunSettings) -> list[str]:
 def run(ctx: StageContext) -> dict[str, Any]:
     settings = ctx.settings
     model_cfg, data = settings.model, settings.data
+    if data.name == "corpus":
+        # Known from the document ids alone: refuse an empty split before the model loads.
+        check_every_split_filled(
+            (doc_id for doc_id, _ in documents(ctx)), data.fractions, settings.seed
+        )
     target = ctx.load_target()
     model = load_causal_lm(
         target.path,
@@ -87,4 +93,3 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if meta.injection_scale is None:  # `auto`: now that the activations exist
         ctx.meta = meta = meta.with_updates(injection_scale=ctx.injection_scale(meta))
     return {"rows": rows, "injection_scale": meta.injection_scale, **done}
-

@@ -18,8 +18,9 @@ from nla_lightning.training.builders import rl_ar, rl_av
 from nla_lightning.training.callbacks import HeldOutCurve, log_held_out
 from nla_lightning.training.checkpointing import AtomicCheckpointIO, RLCheckpoint
 from nla_lightning.training.memory import rl_estimate
+from nla_lightning.training.progress import StageProgress
 from nla_lightning.training.rl import NLARLModule
-from nla_lightning.training.trainer import device_of, make_logger
+from nla_lightning.training.trainer import device_of, make_logger, stage_bar
 
 NAME = "rl"
 
@@ -41,7 +42,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     train, device = settings.model["train"], device_of(settings.trainer)
     av_dir, ar_dir = ctx.require("checkpoints/av"), ctx.require("checkpoints/ar")
     meta = ctx.load_meta()
-    if train["estimate_memory"]:
+    # A GPU's budget: on the CPU (the toy world) the table only repeats zeros.
+    if train["estimate_memory"] and device != "cpu":
         estimate = rl_estimate(str(av_dir), meta.layer, train, hp)
         print(f"\nEstimated GPU memory for RL at layer {meta.layer}:\n{estimate.table()}")
     av, reference = rl_av(av_dir, train, device)
@@ -74,15 +76,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
         hp.checkpoint_every,
         ctx.run.rl_exports if hp.export_every_checkpoint else None,
     )
+    options = dict(settings.trainer)
+    bar = StageProgress("rl", hp.steps, "fve", done=lambda _trainer, m: m.steps_done)
+    last = ctx.run.rl_checkpoints / "last.ckpt"
+    stop = ctx.graceful_stop(
+        NAME,
+        on_stop=checkpoints.save,
+        resume=f"Its steps so far are in {last}; with this run's other overrides, resume "
+        f"with: python train.py stage=rl from_run={av_dir.parent.parent} ckpt_path={last}",
+    )
     trainer = L.Trainer(
         max_epochs=-1,
         logger=logger,
-        callbacks=[curve, checkpoints],
+        callbacks=[curve, checkpoints, stop, *stage_bar(options, bar)],
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=str(ctx.run.root),
-        **settings.trainer,
+        **options,
     )
     trainer.fit(module, ckpt_path=settings.ckpt_path)
     after = evaluate()

@@ -65,6 +65,7 @@ def _pretrain_toy_target(ctx: StageContext):
         settings.trainer,
         make_logger(settings.logger, ctx.run.root, "target"),
         settings.seed,
+        callbacks=[ctx.graceful_stop("target")],
     )
 
 

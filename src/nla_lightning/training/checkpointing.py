@@ -38,7 +38,12 @@ def replace_directory(write: Any, directory: Path) -> Path:
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        # A full disk or a kill mid-write: no half-written directory is left to mislead.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
@@ -59,7 +64,13 @@ class RLCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
         step = module.steps_done
-        if not self.every or step == 0 or step % self.every or step == getattr(self, "_last", -1):
+        if self.every and step % self.every == 0:
+            self.save(trainer, module)
+
+    def save(self, trainer: L.Trainer, module: Any) -> None:
+        """Checkpoint the steps done so far (once per step count; none before the first)."""
+        step = module.steps_done
+        if step == 0 or step == getattr(self, "_last", -1):
             return
         self._last = step
         self.dirpath.mkdir(parents=True, exist_ok=True)

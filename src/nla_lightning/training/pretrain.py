@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from nla_lightning.core.target import Target
+from nla_lightning.training.checkpointing import replace_directory
+from nla_lightning.training.progress import StageProgress
 from nla_lightning.training.sft import warmup_cosine
 from nla_lightning.training.trainer import make_trainer
 
@@ -71,6 +73,7 @@ def build_toy_target(
     trainer_cfg: dict[str, Any],
     logger: Any,
     seed: int,
+    callbacks: list[L.Callback] | None = None,
 ) -> Target:
     """A Qwen2-architecture model built from config, pretrained on `corpus`, saved to `path`
     (logs beside it, in its parent)."""
@@ -98,11 +101,18 @@ def build_toy_target(
         path.parent,
         logger,
         gradient_clip_val=pretrain.get("gradient_clip_val"),
+        progress=StageProgress("target", pretrain["steps"], "train/loss"),
+        callbacks=callbacks,
     )
     trainer.fit(module, data)
     loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+
+
+    def save(directory: Path) -> None:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    replace_directory(save, path)  # whole or absent
     pretraining = {
         "params": sum(p.numel() for p in model.parameters()),
         "pretrain_loss": loss,

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.settings.sft import SFTSettings
+from nla_lightning.training.progress import StageProgress
 
 
 def make_trainer(
@@ -22,14 +23,18 @@ def make_trainer(
     logger: Any = None,
     gradient_clip_val: float | None = None,
     accumulate_grad_batches: int = 1,
+    progress: StageProgress | None = None,
+    callbacks: list[L.Callback] | None = None,
 ) -> L.Trainer:
     """A Trainer for one stage (automatic optimisation, clipping by norm at
     `gradient_clip_val`, `accumulate_grad_batches` loader batches per optimiser step);
-    checkpoints are exported in the NLA layout instead."""
+    checkpoints are exported in the NLA layout instead. `progress`: the stage's bar, shown
+    unless `trainer.enable_progress_bar` is false."""
     # Stages validate once, after fitting, on held-out data.
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
+    callbacks = [*stage_bar(options, progress), *(callbacks or [])]
     if str(options.get("strategy", "")).endswith("spawn"):
         # Spawned ranks receive the module through shared memory; file descriptors of empty
         # storages fail to map in some containers, files always work.
@@ -44,8 +49,16 @@ def make_trainer(
         default_root_dir=str(out_dir),
         gradient_clip_val=gradient_clip_val,
         accumulate_grad_batches=accumulate_grad_batches,
+        callbacks=callbacks,
         **options,
     )
+
+
+def stage_bar(options: dict[str, Any], progress: StageProgress | None) -> list[L.Callback]:
+    """The stage's own bar in place of Lightning's (taken out of the trainer `options`)."""
+    shown = options.pop("enable_progress_bar", True)
+    options["enable_progress_bar"] = False
+    return [progress] if progress is not None and shown else []
 
 
 def loader(
@@ -88,6 +101,8 @@ def fit_and_validate(
     out_dir: str | Path,
     logger: Any,
     seed: int,
+    name: str = "warm start",
+    callbacks: list[L.Callback] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Fit a warm-start module for hp.max_steps, then validate it once on held-out rows:
     (last training loss, validation metrics)."""
@@ -98,8 +113,11 @@ def fit_and_validate(
         logger,
         hp.gradient_clip_val,
         hp.accumulate_grad_batches,
+        progress=StageProgress(name, hp.max_steps, "train/loss"),
+        callbacks=callbacks,
     )
     trainer.fit(module, loader(train, hp.batch_size, pad_id, shuffle=True, seed=seed))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    metrics = trainer.validate(module, loader(held_out, hp.batch_size, pad_id, shuffle=False))[0]
+    held_out_loader = loader(held_out, hp.batch_size, pad_id, shuffle=False)
+    metrics = trainer.validate(module, held_out_loader, verbose=False)[0]
     return train_loss, metrics

@@ -1,0 +1,100 @@
+"""Ctrl-C (SIGINT) during RL: the run stops after the step under way, keeps a checkpoint, says
+how to resume, and the documented command finishes the run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import TINY_RUN, train_py
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_run, tmp_path):
+    _, warm = tiny_run  # a finished tiny run: its warm start
+    run = tmp_path / "run"
+    rl = [*TINY_RUN, "rl.steps=40", "rl.eval_every=0"]
+    args = [*rl, "stage=rl", f"from_run={warm}", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (run / "rl_checkpoints" / "step-2.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("rl stopped by Ctrl-C.") and "Traceback" not in err
+    command = message.split("resume with: ")[1].split()
+    assert command[:2] == ["python", "train.py"]
+    ckpt = Path(next(a for a in command if a.startswith("ckpt_path=")).split("=", 1)[1])
+    import torch
+
+    stopped_at = torch.load(ckpt, weights_only=False)["state_dict"]["step_count"].item()
+    assert 2 <= stopped_at < 40  # a whole step, before the end
+
+    done = train_py([*rl, *command[2:], f"hydra.run.dir={tmp_path}/resumed"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["stages"]["rl"]["steps"] == 40
+
+
+def rl_weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {
+        f"{role}/{name}": tensor
+        for role in ("av", "ar")
+        for path in sorted((run / "checkpoints" / "rl" / role).glob("*.safetensors"))
+        for name, tensor in load_file(str(path)).items()
+    }
+
+
+def test_sigkill_in_rl_then_resume_equals_an_uninterrupted_run(tiny_run, tmp_path):
+    """SIGKILL (no handler runs) at a random point after the third checkpoint: last.ckpt is a
+    whole checkpoint of some finished step, and resuming from it gives the straight run's
+    weights bit for bit (CPU)."""
+    import random
+
+    import torch
+
+    _, warm = tiny_run
+    rl = [*TINY_RUN, "rl.steps=12", "rl.eval_every=0", "stage=rl", f"from_run={warm}"]
+    straight = train_py([*rl, f"hydra.run.dir={tmp_path}/straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *rl, f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (run / "rl_checkpoints" / "step-3.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random().uniform(0.0, 0.6))  # anywhere in a later step or checkpoint
+    process.kill()
+    process.wait()
+    last = run / "rl_checkpoints" / "last.ckpt"
+    kept = torch.load(last, weights_only=False)["state_dict"]["step_count"].item()
+    assert 3 <= kept <= 12
+
+    resumed = train_py([*rl, f"ckpt_path={last}", f"hydra.run.dir={tmp_path}/resumed"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = rl_weights(tmp_path / "straight"), rl_weights(tmp_path / "resumed")
+    assert expected.keys() == got.keys() and expected
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
