@@ -7,12 +7,9 @@ rollout -> score with the current AR and take its regression step (one AR forwar
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -20,7 +17,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import IterableDataset
 
 from nla_lightning.core.activations import normalised_mse
 from nla_lightning.core.metrics import normalised_variance
@@ -42,23 +38,8 @@ from nla_lightning.training.grpo import (
 )
 from nla_lightning.training.reference import ReferencePolicy
 from nla_lightning.training.rl_metrics import example_rows, step_metrics
+from nla_lightning.training.rl_schedule import StepIndices, batch_rows, seed_for
 from nla_lightning.training.sft import warmup_cosine
-
-
-class StepIndices(IterableDataset):
-    """Yields RL step indices from the module's counter on, without end: the module stops the
-    Trainer after its last step, so a resumed run continues exactly where the checkpoint stopped
-    (Lightning's own step counter counts both optimisers and skipped steps differently)."""
-
-    def __init__(self, module: NLARLModule) -> None:
-        self.module = module
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.count(self.module.steps_done)
-
-
-def _seed_for(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 class NLARLModule(L.LightningModule):
@@ -126,17 +107,8 @@ class NLARLModule(L.LightningModule):
 
     def batch_rows(self, step: int) -> torch.Tensor:
         """Row indices of this rank's batch at `step`: epochs of seeded permutations."""
-        n, size = len(self.activations), self.hp.batch_size
-        start = (step * self.trainer.world_size + self.global_rank) * size
-        permutations: dict[int, torch.Tensor] = {}
-        rows = []
-        for position in range(start, start + size):
-            epoch, offset = divmod(position, n)
-            if epoch not in permutations:
-                generator = torch.Generator().manual_seed(_seed_for(self.hp.seed, "epoch", epoch))
-                permutations[epoch] = torch.randperm(n, generator=generator)
-            rows.append(int(permutations[epoch][offset]))
-        return torch.tensor(rows)
+        n, world = len(self.activations), self.trainer.world_size
+        return batch_rows(n, self.hp.batch_size, step, world, self.global_rank, self.hp.seed)
 
     # ---- the step -----------------------------------------------------------------------
     def training_step(self, step: int, batch_idx: int) -> None:
@@ -144,7 +116,7 @@ class NLARLModule(L.LightningModule):
             self.trainer.should_stop = True
             return
         # Sampling depends only on (seed, step, rank): resuming replays the same rollouts.
-        torch.manual_seed(_seed_for(self.hp.seed, "step", step, self.global_rank))
+        torch.manual_seed(seed_for(self.hp.seed, "step", step, self.global_rank))
         self.distributed.begin_step()
         self._skipped = []
         av_opt, ar_opt = self.optimizers()
