@@ -44,6 +44,27 @@ def default_target() -> Path:
     return materialise(PACKAGED["HuggingFaceTB/SmolLM2-135M-Instruct"], default_cache_dir())
 
 
+def add_target_args(parser: Any) -> None:
+    parser.add_argument("--target", type=Path, default=None, help="a model directory")
+    parser.add_argument("--layer", type=int, default=None, help="default: 2/3 of the depth")
+    parser.add_argument("--injection-char", default=None, help="for a tokenizer without one")
+
+
+def load_target(args: Any) -> tuple[Path, Any, Any, int, Any]:
+    """(path, tokenizer, model in eval mode, layer, NLA metadata) of --target (default:
+    SmolLM2-135M-Instruct) at --layer."""
+    target = args.target or default_target()
+    tokenizer = load_tokenizer(str(target))
+    config = load_config(str(target))
+    model = load_causal_lm(str(target), device=args.device).eval()
+    layer = args.layer if args.layer is not None else (2 * config.num_hidden_layers) // 3
+    # Extraction needs no injection token, but the metadata names one: SmolLM2 has none in
+    # U+3200..U+33FF, so take its preset's character there.
+    char = args.injection_char or ("†" if args.target is None else None)
+    meta = build_meta(tokenizer, config, str(target), layer, 1.0, injection_char=char)
+    return target, tokenizer, model, layer, meta
+
+
 def long_documents(tokenizer: Any, n_docs: int, max_tokens: int) -> list[tuple[str, str]]:
     """Paragraphs joined in order until each document has about `max_tokens` tokens."""
     paragraphs = [text for _, text in builtin_documents("python_reference")]
@@ -115,10 +136,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--target", type=Path, default=None, help="a model directory")
-    parser.add_argument("--layer", type=int, default=None, help="default: 2/3 of the depth")
+    add_target_args(parser)
     parser.add_argument("--positions", type=int, nargs="+", default=[4, 10])
-    parser.add_argument("--injection-char", default=None, help="for a tokenizer without one")
     parser.add_argument("--docs", type=int, default=128)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--min-tokens", type=int, default=51)
@@ -129,15 +148,7 @@ def main() -> None:
     if args.quick:
         args.docs, args.max_tokens, args.min_tokens = 6, 48, 8
     info = setup(args)
-    target = args.target or default_target()
-    tokenizer = load_tokenizer(str(target))
-    config = load_config(str(target))
-    model = load_causal_lm(str(target), device=args.device).eval()
-    layer = args.layer if args.layer is not None else (2 * config.num_hidden_layers) // 3
-    # Extraction needs no injection token, but the metadata names one: SmolLM2 has none in
-    # U+3200..U+33FF, so take its preset's character there.
-    char = args.injection_char or ("†" if args.target is None else None)
-    meta = build_meta(tokenizer, config, str(target), layer, 1.0, injection_char=char)
+    target, tokenizer, model, layer, meta = load_target(args)
     documents = long_documents(tokenizer, args.docs, args.max_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     print(

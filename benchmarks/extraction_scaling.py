@@ -1,6 +1,7 @@
 """How corpus extraction (one forward per document) scales with batch size and document length.
 
-Usage: python benchmarks/extraction_scaling.py [--target DIR] [--positions 10] [--docs 16]
+Usage: python benchmarks/extraction_scaling.py [--target DIR] [--layer L] [--injection-char C]
+       [--positions 10] [--docs 16]
        [--batch-sizes 1 4 8 16] [--lengths 128 256 512 1024] [--length 512] [--batch-size 8]
        [--repeats 1] [--device cpu|cuda] [--threads N] [--json PATH] [--quick]
 Two sweeps of `extract_corpus` (the engine of `nla-extract` and `data=corpus`) on the same kind
@@ -14,14 +15,10 @@ sampled position).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from _common import add_common_args, markdown_table, median, setup, timed, write_json
-from extraction_positions import default_target, long_documents, per_document
-
-from nla_lightning.core.meta import build_meta
-from nla_lightning.core.models import load_causal_lm, load_config, load_tokenizer
+from extraction_positions import add_target_args, load_target, long_documents, per_document
 
 
 def measure(model, tokenizer, meta, documents, args, batch, length) -> dict[str, Any]:
@@ -54,8 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--target", type=Path, default=None, help="a model directory")
-    parser.add_argument("--layer", type=int, default=None, help="default: 2/3 of the depth")
+    add_target_args(parser)
     parser.add_argument("--positions", type=int, default=10, help="sampled per document")
     parser.add_argument("--docs", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
@@ -70,15 +66,7 @@ def main() -> None:
         args.docs, args.positions, args.min_tokens = 4, 3, 8
         args.batch_sizes, args.lengths, args.length, args.batch_size = [1, 2], [32, 48], 48, 2
     info = setup(args)
-    target = args.target or default_target()
-    tokenizer = load_tokenizer(str(target))
-    config = load_config(str(target))
-    model = load_causal_lm(str(target), device=args.device).eval()
-    layer = args.layer if args.layer is not None else (2 * config.num_hidden_layers) // 3
-    # SmolLM2 has no injection character in U+3200..U+33FF: its preset's (extraction uses none).
-    meta = build_meta(
-        tokenizer, config, str(target), layer, 1.0, injection_char="†" if not args.target else None
-    )
+    target, tokenizer, model, layer, meta = load_target(args)
     print(
         f"target: {target}  layer {layer}  {args.docs} documents  {args.positions} positions "
         f"per document  median of {args.repeats}\n"

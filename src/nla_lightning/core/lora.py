@@ -93,6 +93,11 @@ def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
+def base_model(model: Any) -> Any:
+    """The transformers model under a peft wrapper (the model itself when unwrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def gradient_checkpointing(model: Any) -> None:
     # Non-reentrant: works when the (frozen) embedding output needs no gradient. Newer
     # transformers call it activation checkpointing and warn on the old name.

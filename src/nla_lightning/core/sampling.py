@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, StaticCache
 
+from nla_lightning.core.lora import base_model
 from nla_lightning.errors import NLAConfigError
 
 # How often (in tokens) to ask whether every row has stopped: each ask waits for the device.
@@ -26,8 +27,7 @@ STOP_CHECK_EVERY = 8
 def with_cache(model: nn.Module, cache: Any) -> dict[str, Any]:
     """The keyword that hands `cache` to this model's forward: `cache` in the transformers
     versions that renamed it (they warn on the old name), `past_key_values` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(base.forward).parameters
+    parameters = inspect.signature(base_model(model).forward).parameters
     return {"cache" if "cache" in parameters else "past_key_values": cache}
 
 

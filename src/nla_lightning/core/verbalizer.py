@@ -15,7 +15,7 @@ from transformers import DynamicCache
 
 from nla_lightning.core.activations import check_finite, check_width, normalise
 from nla_lightning.core.families import embedding_output_scale, end_of_turn_id, stop_token_ids
-from nla_lightning.core.lora import is_peft, save_adapter
+from nla_lightning.core.lora import base_model, is_peft, save_adapter
 from nla_lightning.core.meta import NLAMeta, render_actor_prompt
 from nla_lightning.core.sampling import CompiledDecoder, sample_responses, with_cache
 from nla_lightning.errors import NLAConfigError
@@ -344,7 +344,7 @@ class ActivationVerbalizer(nn.Module):
 
 def checkpointing_on(model: nn.Module) -> bool:
     """Whether the model recomputes its layers in backward (transformers renamed the flag)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
         if hasattr(type(base), name):  # the class: reading the old name warns
             return bool(getattr(base, name))

@@ -107,7 +107,6 @@ def build_toy_target(
     trainer.fit(module, data)
     loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
 
-
     def save(directory: Path) -> None:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)

@@ -163,27 +163,33 @@ class NLARLModule(L.LightningModule):
     def score(
         self, rows: list[list[int] | None], activations: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rewards [N] from the CURRENT AR (no grad), per-sample MSE [N] and validity [N]."""
+        """Rewards [N] from the CURRENT AR without a step (no grad, eval mode), per-sample MSE
+        [N] and validity [N]: what score_and_update_ar reads from its training forward."""
         targets = activations.repeat_interleave(self.hp.group_size, dim=0)
-        valid = torch.tensor([r is not None for r in rows], device=self.device)
-        mse = torch.full((len(rows),), 2.0, device=self.device)
-        index = valid.nonzero().flatten()
-        if len(index):
+        valid, mse, index = self._unscored(rows)
+        if index:
             self.ar.eval()
-            predicted = self._ar_forward([rows[i] for i in index.tolist()])
+            mse[index] = self._ar_mse([rows[i] for i in index], targets[index])
             self.ar.train()
-            mse[index] = normalised_mse(predicted, targets[index], self.ar.meta.mse_scale)
         return rewards_from_mse(mse, valid, kind=self.hp.reward), mse, valid
 
-    def _ar_forward(self, rows: list[list[int]]) -> torch.Tensor:
+    def _unscored(self, rows: list[list[int] | None]):
+        """Validity [N], MSE [N] at the failure value 2 (an orthogonal reconstruction) and the
+        indices of the valid rows, which the AR then scores."""
+        valid = torch.tensor([r is not None for r in rows], device=self.device)
+        mse = torch.full((len(rows),), 2.0, device=self.device)
+        return valid, mse, [i for i, row in enumerate(rows) if row is not None]
+
+    def _ar_mse(self, rows: list[list[int]], targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample normalised MSE [n] of the AR's predictions for the explanation ids."""
         ids, mask = pad_right(rows, self.ar.tokenizer.pad_token_id)
-        return self.ar(ids.to(self.device), mask.to(self.device))
+        predicted = self.ar(ids.to(self.device), mask.to(self.device))
+        return normalised_mse(predicted, targets, self.ar.meta.mse_scale)
 
     def ar_loss(self, rows: list[list[int]], targets: torch.Tensor) -> torch.Tensor:
         """Mean normalised MSE of the AR on (explanation ids -> activation). The ids are plain
         integers from the rollout, so no gradient can flow back into the AV."""
-        predicted = self._ar_forward(rows)
-        return self.ar_objective(normalised_mse(predicted, targets, self.ar.meta.mse_scale))
+        return self.ar_objective(self._ar_mse(rows, targets))
 
     def ar_objective(self, mse: torch.Tensor) -> torch.Tensor:
         """The AR's regression loss from its per-sample normalised MSE [n]: the mean."""
@@ -198,16 +204,13 @@ class NLARLModule(L.LightningModule):
         in RL, so a training-mode forward predicts what an eval-mode one would.) Returns
         rewards [N], per-sample MSE [N], validity [N] and the AR loss (None: no step)."""
         targets = activations.repeat_interleave(self.hp.group_size, dim=0)
-        valid = torch.tensor([r is not None for r in rows], device=self.device)
-        mse = torch.full((len(rows),), 2.0, device=self.device)
-        index = [i for i, row in enumerate(rows) if row is not None]
+        valid, mse, index = self._unscored(rows)
         optimizer.zero_grad()
         total, finite = 0.0, True
         chunk = self.hp.ar_micro_batch or max(len(index), 1)
         for start in range(0, len(index), chunk):
             part = index[start : start + chunk]
-            predicted = self._ar_forward([rows[i] for i in part])
-            per_sample = normalised_mse(predicted, targets[part], self.ar.meta.mse_scale)
+            per_sample = self._ar_mse([rows[i] for i in part], targets[part])
             mse[part] = per_sample.detach()
             loss = self.ar_objective(per_sample) * (len(part) / len(index))
             # After a non-finite chunk the rest are still scored (their rewards), not trained.
