@@ -143,20 +143,38 @@ def test_real_model_presets_do_not_inherit_toy_values(tmp_path):
 
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-# Options that need a corpus and a writer that can summarise it to validate.
-CORPUS = ["data=corpus", "writer=openai", "data.builtin=python_reference"]
+# Options that need a corpus to validate (and, unless they choose one, a writer that can
+# summarise it).
+CORPUS = ["data=corpus", "data.builtin=python_reference"]
+# Groups whose options each become one case; finetune is chosen at model.train.
+GROUPS = {
+    "rl": "rl",
+    "sft": "sft",
+    "eval": "eval",
+    "data": "data",
+    "experiment": "experiment",
+    "debug": "debug",
+    "model": "model",
+    "finetune": "finetune@model.train",
+    "writer": "writer",
+    "trainer": "trainer",
+}
 
 
 def preset_overrides() -> list[list[str]]:
     """Every option of every config group whose keys reach a typed schema, as overrides."""
     cases = []
-    for group in ("rl", "sft", "eval", "data", "experiment", "debug", "model"):
+    for group, target in GROUPS.items():
         for path in sorted((CONF / group).glob("*.yaml")):
-            option = f"{group}={path.stem}"
-            needs_corpus = path.stem == "corpus" or (
-                group == "experiment" and not path.stem.startswith("toy")
-            )
-            cases.append([option, *(CORPUS if needs_corpus else [])])
+            option = f"{target}={path.stem}"
+            text = path.read_text()
+            if group == "writer":
+                extra = [] if path.stem == "template" else CORPUS
+            elif path.stem == "corpus" or (group == "experiment" and "/data: corpus" in text):
+                extra = [*CORPUS, *([] if "override /writer" in text else ["writer=openai"])]
+            else:
+                extra = []
+            cases.append([option, *extra])
     return cases
 
 

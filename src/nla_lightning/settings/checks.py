@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, fields
 from typing import Any
 
 from nla_lightning.errors import NLAConfigError
@@ -23,6 +24,25 @@ def positive(key: str, value: Any) -> None:
 def non_negative(key: str, value: Any) -> None:
     if _number(key, value) < 0:
         raise NLAConfigError(f"{key}={value!r}: must be >= 0")
+
+
+def integer(key: str, value: Any, minimum: int) -> None:
+    """A whole number (a count, an index) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise NLAConfigError(f"{key}={value!r}: expected a whole number >= {minimum}")
+    if value < minimum:
+        raise NLAConfigError(f"{key}={value!r}: must be >= {minimum}")
+
+
+def text(key: str, value: Any) -> None:
+    """A non-empty string (a name, a path, a URL)."""
+    if not isinstance(value, str) or not value.strip():
+        raise NLAConfigError(f"{key}={value!r}: expected a non-empty string")
+
+
+def optional_text(key: str, value: Any) -> None:
+    if value is not None:
+        text(key, value)
 
 
 def between(key: str, value: Any, low: float, high: float) -> None:
@@ -70,3 +90,27 @@ def boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise NLAConfigError(f"{key}={value!r}: expected true or false")
     return value
+
+
+def block(kind: type, values: Mapping[str, Any] | None, key: str, label: str = "") -> Any:
+    """A settings dataclass from the config block at `key` (called `label` in messages): an
+    unknown key is refused naming the block's keys, a missing required one by name; the
+    dataclass checks the values."""
+    label = label or key
+    if values is not None and not isinstance(values, Mapping):
+        raise NLAConfigError(f"{key}={values!r}: expected a block of keys, e.g. {key}.KEY=...")
+    values = dict(values or {})
+    known = [f.name for f in fields(kind)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise NLAConfigError(f"{label} has unknown keys {unknown}: the keys are {sorted(known)}")
+    missing = [
+        f.name
+        for f in fields(kind)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in values
+    ]
+    if missing:
+        raise NLAConfigError(
+            f"{label} lacks the keys {missing}: set them, e.g. +{key}.{missing[0]}=..."
+        )
+    return kind(**values)

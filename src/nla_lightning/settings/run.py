@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nla_lightning.core.injection_scale import check_setting as check_injection_scale
 from nla_lightning.core.layers import check_layer
-from nla_lightning.core.lora import TRAIN_MODES
-from nla_lightning.core.models import DTYPES
-from nla_lightning.core.templates import TEMPLATES
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.settings import checks
 from nla_lightning.settings.data import DATA_SETTINGS, CorpusDataSettings, ToyDataSettings
 from nla_lightning.settings.evaluation import EvalSettings
+from nla_lightning.settings.model import REFERENCE_MODES, model_settings
 from nla_lightning.settings.rl import RLSettings
 from nla_lightning.settings.sft import SFTSettings, WarmStartSettings
+from nla_lightning.settings.trainer import REFUSED_TRAINER_KEYS, trainer_settings
+from nla_lightning.settings.writer import writer_settings
+
+# Imported from here by other modules (training/, tests); their schemas hold them.
+__all__ = ["REFERENCE_MODES", "REFUSED_TRAINER_KEYS", "RunSettings", "STAGE_NAMES", "validate"]
 
 # The stage names, in the order a whole run takes them (stages/ has one module each).
 STAGE_NAMES = ("target", "data", "av_sft", "ar_sft", "rl", "eval")
-# The RL stage's KL reference, the frozen warm-start AV: a separate NF4 copy (quantized_4bit),
-# a separate copy in the training dtype (frozen, the release's), the LoRA-trained AV with its
-# adapters off (adapter), or no KL (none).
-REFERENCE_MODES = ("quantized_4bit", "frozen", "adapter", "none")
-# Trainer keys that would change the optimisation: each stage takes them from its own group
-# (SFT clips through Lightning, RL clips itself under manual optimisation), so one set here
-# would be honoured by some stages and silently dropped by others.
-REFUSED_TRAINER_KEYS = {
-    "gradient_clip_val": "sft.av.gradient_clip_val, sft.ar.gradient_clip_val or "
-    "rl.gradient_clip_val",
-    "gradient_clip_algorithm": "the stages clip by norm",
-    "accumulate_grad_batches": "sft.av.accumulate_grad_batches, sft.ar.accumulate_grad_batches "
-    "or rl.av_micro_batch / rl.ar_micro_batch (same update, less memory)",
-    "max_steps": "sft.av.max_steps, sft.ar.max_steps or rl.steps",
-    "max_epochs": "sft.av.max_steps, sft.ar.max_steps or rl.steps",
-}
 
 
 @dataclass
@@ -62,16 +48,6 @@ class RunSettings:
     verbose: bool = False
 
 
-def _build(kind: type, values: dict[str, Any] | None, key: str) -> Any:
-    """A settings dataclass from a config block; an unknown key names its block."""
-    values = dict(values or {})
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise NLAConfigError(f"{key} has unknown keys {unknown}: the keys are {sorted(known)}")
-    return kind(**values)
-
-
 def _warm_start(values: dict[str, Any] | None) -> WarmStartSettings:
     """sft.av and sft.ar; a key left out keeps that side's own default."""
     values = dict(values or {})
@@ -81,8 +57,7 @@ def _warm_start(values: dict[str, Any] | None) -> WarmStartSettings:
     defaults = WarmStartSettings()
     sides = {}
     for side in ("av", "ar"):
-        given = _build(SFTSettings, values.get(side), f"sft.{side}")  # checks the keys
-        del given
+        checks.block(SFTSettings, values.get(side), f"sft.{side}")  # checks the keys
         sides[side] = SFTSettings(**{**asdict(getattr(defaults, side)), **(values.get(side) or {})})
     return WarmStartSettings(**sides)
 
@@ -132,62 +107,23 @@ def check_splits(stages: list[str], data: ToyDataSettings | CorpusDataSettings) 
             )
 
 
-def check_model(model: dict[str, Any]) -> None:
-    checks.one_of("model.source", model.get("source"), ("toy", "hub"))
-    checks.one_of("model.templates", model.get("templates"), sorted(TEMPLATES))
-    checks.one_of("model.dtype", model.get("dtype"), sorted(DTYPES))
-    check_injection_scale("model.injection_scale", model.get("injection_scale"))
-    if model.get("mse_scale") is not None:
-        checks.positive("model.mse_scale", model["mse_scale"])
-    train = model.get("train") or {}
-    checks.one_of("model.train.av_mode", train.get("av_mode"), TRAIN_MODES)
-    checks.one_of("model.train.ar_mode", train.get("ar_mode"), TRAIN_MODES)
-    checks.one_of("model.train.reference", train.get("reference"), REFERENCE_MODES)
-    checks.positive("model.train.lora_rank", train.get("lora_rank"))
-    if train["reference"] == "adapter" and train["av_mode"] == "full":
-        raise NLAConfigError(
-            "model.train.reference=adapter needs a LoRA-trained AV (model.train.av_mode=lora or "
-            "qlora): a fully fine-tuned AV has no frozen base to fall back on"
-        )
-
-
-def check_writer(data: str, writer: str) -> None:
-    """The summary writer must be able to serve the data."""
-    if data == "toy" and writer != "template":
-        raise NLAConfigError("data=toy is summarised by writer=template (its ground truth)")
-    if data == "corpus" and writer == "template":
-        raise NLAConfigError(
-            "writer=template only knows the toy world: for data=corpus choose writer=local, "
-            "writer=openai or writer=anthropic"
-        )
-
-
-def check_trainer(trainer: dict[str, Any]) -> None:
-    for key, instead in REFUSED_TRAINER_KEYS.items():
-        if trainer.get(key) is not None:
-            raise NLAConfigError(
-                f"trainer.{key}={trainer[key]!r} is not honoured by every stage: set {instead} "
-                "instead"
-            )
-
-
 def validate(cfg: dict[str, Any]) -> RunSettings:
     """Every setting of a composed (plain dict) config, checked; one line per mistake."""
     stages = check_stages(cfg["stage"]["run"])
-    model = cfg["model"]
-    check_model(model)
-    check_layer(cfg["layer"], model.get("num_layers"), model["name"])
+    # Every key of the blocks handed on as dicts (model, writer, trainer) passes a schema.
+    model = model_settings(cfg["model"])
+    check_layer(cfg["layer"], model.num_layers, model.name)
     data_name = cfg["data"].get("name")
     checks.one_of("data.name", data_name, sorted(DATA_SETTINGS))
-    check_writer(data_name, cfg["writer"]["name"])
-    check_trainer(cfg["trainer"])
-    rl = _build(RLSettings, {**cfg.get("rl", {}), "seed": cfg["seed"]}, "rl")
-    if rl.beta > 0 and model["train"]["reference"] == "none" and "rl" in stages:
+    writer_settings(data_name, cfg["writer"])
+    trainer_settings(cfg["trainer"])
+    rl = checks.block(RLSettings, {**cfg.get("rl", {}), "seed": cfg["seed"]}, "rl")
+    if rl.beta > 0 and model.train.reference == "none" and "rl" in stages:
         raise NLAConfigError(
             "rl.beta > 0 needs a reference policy: set model.train.reference to quantized_4bit "
             "or adapter, or rl.beta=0"
         )
-    data = _build(DATA_SETTINGS[data_name], cfg["data"], "data")
+    data = checks.block(DATA_SETTINGS[data_name], cfg["data"], "data")
     check_splits(stages, data)
     from_run = cfg.get("from_run")
     if from_run is not None and not Path(from_run).is_dir():
@@ -201,9 +137,9 @@ def validate(cfg: dict[str, Any]) -> RunSettings:
         output_dir=Path(cfg["paths"]["output_dir"]),
         sft=_warm_start(cfg.get("sft")),
         rl=rl,
-        eval=_build(EvalSettings, cfg.get("eval"), "eval"),
+        eval=checks.block(EvalSettings, cfg.get("eval"), "eval"),
         data=data,
-        model=model,
+        model=cfg["model"],
         trainer=cfg["trainer"],
         writer=cfg["writer"],
         logger=cfg.get("logger") or None,
