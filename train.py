@@ -2,6 +2,7 @@
 
 import errno
 import os
+import shlex
 import sys
 
 import hydra
@@ -20,7 +21,7 @@ def main(cfg: DictConfig) -> float | None:
 
     check_metric_stage(cfg.get("optimized_metric"), list(cfg.stage.run))
     try:
-        summary = run(OmegaConf.to_container(cfg, resolve=True))
+        summary = run(OmegaConf.to_container(cfg, resolve=True), command=continue_command())
     except NLAConfigError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -34,6 +35,17 @@ def main(cfg: DictConfig) -> float | None:
         print(f"\nerror: {disk_error_message(problem, err)}", file=sys.stderr)
         raise SystemExit(3) from None
     return objective(summary, cfg.get("optimized_metric"))
+
+
+def continue_command() -> str:
+    """This run's command line, pinned to its directory: started again, it continues the run
+    (finished stages are kept, a cut-off one resumes from its checkpoint)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
+    pinned = [*overrides, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
+    return " ".join(["python", shlex.quote(sys.argv[0]), *map(shlex.quote, pinned)])
 
 
 # A full disk or a read-only / quota-limited file system: the user's to fix, not a bug.
@@ -59,9 +71,9 @@ def disk_error_message(problem: str, err: BaseException) -> str:
     where = f" while writing {filename}" if filename else ""
     return (
         f"{problem}{where}. Files are written whole or not at all, so none is torn: free "
-        "space (or fix the permissions), then run again with hydra.run.dir=<this run>: "
-        "extraction continues where it stopped; RL resumes with stage=rl from_run=<this run> "
-        "ckpt_path=<this run>/rl_checkpoints/last.ckpt"
+        "space (or fix the permissions), then start the run again with the command in its "
+        "command.txt: finished stages are kept and the one cut off continues from its "
+        "checkpoint"
     )
 
 

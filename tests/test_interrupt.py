@@ -3,6 +3,7 @@ how to resume, and the documented command finishes the run."""
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,18 +37,30 @@ def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_ru
     assert process.returncode == 130, err[-3000:]
     message = err.strip().splitlines()[-1]
     assert message.startswith("rl stopped by Ctrl-C.") and "Traceback" not in err
-    command = message.split("resume with: ")[1].split()
-    assert command[:2] == ["python", "train.py"]
-    ckpt = Path(next(a for a in command if a.startswith("ckpt_path=")).split("=", 1)[1])
+    ckpt = Path(message.split("Its steps so far are in ")[1].split(";")[0])
+    command = shlex.split(message.split("continue with: ")[1])
+    assert command[0] == "python" and Path(command[1]).name == "train.py"
+    assert command == shlex.split((run / "command.txt").read_text())
     import torch
 
     stopped_at = torch.load(ckpt, weights_only=False)["state_dict"]["step_count"].item()
     assert 2 <= stopped_at < 40  # a whole step, before the end
 
-    done = train_py([*rl, *command[2:], f"hydra.run.dir={tmp_path}/resumed"], tmp_path)
+    # The command as printed: the same run directory, continued from its checkpoint.
+    done = subprocess.run(
+        [sys.executable, *command[1:]],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["stages"]["rl"]["steps"] == 40
+    # Continued, not started again: the curve holds no point twice and starts at step 0.
+    steps = [point["step"] for point in summary["stages"]["rl"]["curve"]]
+    assert steps == sorted(set(steps)) and steps[0] == 0
 
 
 def rl_weights(run: Path) -> dict:
@@ -98,3 +111,63 @@ def test_sigkill_in_rl_then_resume_equals_an_uninterrupted_run(tiny_run, tmp_pat
     expected, got = rl_weights(tmp_path / "straight"), rl_weights(tmp_path / "resumed")
     assert expected.keys() == got.keys() and expected
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_ctrl_c_in_a_warm_start_keeps_its_checkpoint_and_the_command_continues_it(
+    tiny_run, tmp_path
+):
+    """SIGINT in AV SFT: exit 130 after a whole optimiser step, a checkpoint of it, and the
+    printed command continues the fit from that step (its log starts after it)."""
+    import torch
+
+    _, made = tiny_run
+    run = tmp_path / "run"
+    args = [
+        *TINY_RUN,
+        "stage=av_sft",
+        f"from_run={made}",
+        "sft.av.max_steps=400",
+        "sft.av.checkpoint_every=5",
+        "trainer.log_every_n_steps=1",
+        f"hydra.run.dir={run}",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoint = run / "stages" / "av_sft.ckpt"
+    deadline = time.time() + 240
+    while not checkpoint.exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("av_sft stopped by Ctrl-C.") and "Traceback" not in err
+    assert f"Its steps so far are in {checkpoint};" in message
+    stopped_at = torch.load(checkpoint, weights_only=False)["global_step"]
+    assert 5 <= stopped_at < 400
+
+    command = shlex.split(message.split("continue with: ")[1])
+    done = subprocess.run(
+        [sys.executable, *command[1:]],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stages"]["av_sft"]["steps"] == 400
+    import csv
+
+    with open(run / "logs" / "av_sft" / "metrics.csv") as log:
+        steps = [int(row["step"]) for row in csv.DictReader(log) if row.get("train/loss")]
+    assert steps and min(steps) >= stopped_at and max(steps) == 399
+    assert not checkpoint.exists()  # the stage finished: its checkpoint is gone

@@ -18,12 +18,17 @@ from nla_lightning.settings import RunSettings, validate
 from nla_lightning.stages import stage
 from nla_lightning.stages.context import StageContext
 from nla_lightning.stages.run_dir import CONDITIONS, RunDir
+from nla_lightning.stages.run_state import RunState
 from nla_lightning.stages.summary import SECTIONS, RunSummary, human_summary, section
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: dict[str, Any], command: str | None = None) -> dict[str, Any]:
     """Run the configured stages; writes every output and summary.json under
-    cfg.paths.output_dir and returns the summary as a dict."""
+    cfg.paths.output_dir and returns the summary as a dict.
+
+    Started again on the same directory with the same settings, a run skips the stages an
+    earlier start finished and continues the one it was in (stages/run_state.py). `command`:
+    the command line that does that, for messages and <run>/command.txt."""
     started = time.time()
     settings = validate(cfg)
     quiet_libraries(settings.verbose)
@@ -31,16 +36,30 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         settings=settings,
         run=RunDir(settings.output_dir),
         source=RunDir(settings.from_run) if settings.from_run else None,
+        command=command,
     )
     check_inputs(settings, ctx)
     check_writable(ctx.run.root)
-    L.seed_everything(settings.seed, workers=True, verbose=False)
+    state = RunState(ctx.run)
+    state.start(cfg, command)
     summary = RunSummary(seed=settings.seed, from_run=_str(settings.from_run))
     for name in settings.stages:
-        result = stage(name).run(ctx)
+        result = state.finished(name)
+        if result is None:
+            state.begin(name)
+            # Each stage from the same seed: its result does not depend on which stages ran
+            # before it in this process (a continued or split run equals a whole one).
+            L.seed_everything(settings.seed, workers=True, verbose=False)
+            result = stage(name).run(ctx)
+            state.finish(name, result)
+        else:
+            print(f"{name}: finished by an earlier start of this run (kept)", flush=True)
         summary.stages[name] = section(SECTIONS[name], result, f"the {name} stage's summary")
-    meta = ctx.load_meta()
-    summary.model, summary.layer, summary.d_model = meta.base_model, meta.layer, meta.d_model
+    if ctx.find("data/eval.parquet") or ctx.find("checkpoints/av"):
+        meta = ctx.load_meta()
+        summary.model, summary.layer, summary.d_model = meta.base_model, meta.layer, meta.d_model
+    else:  # a run of the target alone: no NLA metadata yet
+        summary.model, summary.layer = settings.model["name"], settings.layer
     summary.data = {name: str(path) for name, path in _splits(ctx).items()}
     summary.checkpoints = {
         name: str(path)

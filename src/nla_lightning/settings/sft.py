@@ -24,6 +24,9 @@ class SFTSettings:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     gradient_clip_val: float | None = 1.0  # Lightning clips by norm; None = off
     max_new_tokens: int = 40  # AV only: length of the sampled examples in summary.json
+    # A mid-stage checkpoint every N optimiser steps (0 = none): a killed or stopped warm start
+    # continues from it, on the batches it would have seen, when the run is started again.
+    checkpoint_every: int = 200
 
     def optimiser(self) -> dict[str, Any]:
         """The optimiser's settings, as the warm-start modules take them."""
@@ -39,7 +42,7 @@ class SFTSettings:
     def check(self, prefix: str) -> None:
         for key in ("max_steps", "batch_size", "lr", "max_new_tokens", "accumulate_grad_batches"):
             checks.positive(f"{prefix}.{key}", getattr(self, key))
-        for key in ("weight_decay", "warmup_steps"):
+        for key in ("weight_decay", "warmup_steps", "checkpoint_every"):
             checks.non_negative(f"{prefix}.{key}", getattr(self, key))
         checks.optional_positive(f"{prefix}.gradient_clip_val", self.gradient_clip_val)
         checks.one_of(f"{prefix}.lr_schedule", self.lr_schedule, LR_SCHEDULES)

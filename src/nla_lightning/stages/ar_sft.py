@@ -14,6 +14,7 @@ from nla_lightning.settings import RunSettings
 from nla_lightning.stages.context import Need, StageContext, warm_start_needs
 from nla_lightning.training.builders import warm_start_ar
 from nla_lightning.training.checkpointing import replace_directory
+from nla_lightning.training.resumable import save_now
 from nla_lightning.training.sft import ARSFTModule
 from nla_lightning.training.trainer import fit_and_validate, make_logger
 
@@ -45,6 +46,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     module = ARSFTModule(ar, **hp.optimiser())
     logger = make_logger(settings.logger, ctx.run.root, NAME)
+    checkpoint = ctx.run.stage_checkpoint(NAME)  # continued from, where a start left it
     train_loss, metrics = fit_and_validate(
         module,
         train,
@@ -56,7 +58,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         logger,
         settings.seed,
         name=NAME,
-        callbacks=[ctx.graceful_stop(NAME)],
+        callbacks=[ctx.graceful_stop(NAME, save_now, checkpoint)],
+        checkpoint=checkpoint,
     )
     replace_directory(ar.save, ctx.run.nla("warm_start")[1])  # whole or absent
     return {

@@ -16,6 +16,7 @@ from nla_lightning.settings import RunSettings
 from nla_lightning.stages.context import Need, StageContext, warm_start_needs
 from nla_lightning.training.builders import warm_start_av
 from nla_lightning.training.checkpointing import replace_directory
+from nla_lightning.training.resumable import save_now
 from nla_lightning.training.sft import AVSFTModule
 from nla_lightning.training.trainer import fit_and_validate, make_logger
 
@@ -47,6 +48,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     module = AVSFTModule(av, **hp.optimiser())
     logger = make_logger(settings.logger, ctx.run.root, NAME)
+    checkpoint = ctx.run.stage_checkpoint(NAME)  # continued from, where a start left it
     train_loss, metrics = fit_and_validate(
         module,
         train,
@@ -58,10 +60,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         logger,
         settings.seed,
         name=NAME,
-        callbacks=[ctx.graceful_stop(NAME)],
+        callbacks=[ctx.graceful_stop(NAME, save_now, checkpoint)],
+        checkpoint=checkpoint,
     )
     replace_directory(av.save, ctx.run.nla("warm_start")[0])  # whole or absent
-    with torch.no_grad():
+    # Sampled from the seed, not from whatever the fit left in the global generator (a fit
+    # continued from a checkpoint draws less from it).
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
         examples = _examples(av.eval(), eval_table, n=4, max_new_tokens=hp.max_new_tokens)
     return {
         "loss": metrics["val/loss"],

@@ -50,16 +50,21 @@ class StageContext:
     documents: list | None = None
     logs: dict[str, Any] = field(default_factory=dict)
 
-    def graceful_stop(self, stage: str, on_stop: Any = None, resume: str | None = None) -> Any:
-        """Ctrl-C during `stage`'s fit: stop after the step, then say how to go on (`resume`,
-        or: the stage has no checkpoint of its own and runs again from its start)."""
+    command: str | None = None  # the command that continues this run (train.py's)
+
+    def continue_hint(self) -> str:
+        """How to continue this run after a stop."""
+        if self.command:
+            return f"continue with: {self.command}"
+        return f"continue by running it again with the same settings and {self.run.root}"
+
+    def graceful_stop(self, stage: str, on_stop: Any = None, checkpoint: Any = None) -> Any:
+        """Ctrl-C during `stage`'s fit: stop after the step, `on_stop` (a checkpoint at
+        `checkpoint`), then say how to go on."""
         from nla_lightning.training.interrupt import GracefulStop
 
-        later = self.settings.stages[self.settings.stages.index(stage) :]
-        hint = resume or (
-            f"It keeps no checkpoint of its own and starts again: python train.py "
-            f"stage.run=[{','.join(later)}] from_run={self.run.root} (earlier stages are kept)"
-        )
+        kept = f"Its steps so far are in {checkpoint}; " if checkpoint else ""
+        hint = kept + self.continue_hint()
         return GracefulStop(stage, lambda _trainer, _module: hint, on_stop)
 
     def find(self, relative: str) -> Path | None:

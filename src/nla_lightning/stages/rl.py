@@ -19,6 +19,7 @@ from nla_lightning.training.callbacks import HeldOutCurve, log_held_out
 from nla_lightning.training.checkpointing import AtomicCheckpointIO, RLCheckpoint
 from nla_lightning.training.memory import rl_estimate
 from nla_lightning.training.progress import StageProgress
+from nla_lightning.training.resumable import existing
 from nla_lightning.training.rl import NLARLModule
 from nla_lightning.training.trainer import device_of, make_logger, stage_bar
 
@@ -79,12 +80,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     options = dict(settings.trainer)
     bar = StageProgress("rl", hp.steps, "fve", done=lambda _trainer, m: m.steps_done)
     last = ctx.run.rl_checkpoints / "last.ckpt"
-    stop = ctx.graceful_stop(
-        NAME,
-        on_stop=checkpoints.save,
-        resume=f"Its steps so far are in {last}; with this run's other overrides, resume "
-        f"with: python train.py stage=rl from_run={av_dir.parent.parent} ckpt_path={last}",
-    )
+    stop = ctx.graceful_stop(NAME, on_stop=checkpoints.save, checkpoint=last)
     trainer = L.Trainer(
         max_epochs=-1,
         logger=logger,
@@ -95,7 +91,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         default_root_dir=str(ctx.run.root),
         **options,
     )
-    trainer.fit(module, ckpt_path=settings.ckpt_path)
+    # This run's own checkpoint (an earlier start of it was cut off) before ckpt_path.
+    trainer.fit(module, ckpt_path=existing(last) or settings.ckpt_path)
     after = evaluate()
     log_held_out(logger, module.steps_done, after)
     exports = module.export(ctx.run.nla("rl")[0].parent)

@@ -53,6 +53,29 @@ class RunDir:
         }
 
     @property
+    def settings_json(self) -> Path:
+        """The settings the run was started with (a later start must match them)."""
+        return self.root / "run_settings.json"
+
+    @property
+    def command_txt(self) -> Path:
+        """The command that started the run; starting it again continues the run."""
+        return self.root / "command.txt"
+
+    def stage_result(self, stage: str) -> Path:
+        """A finished stage's part of summary.json: a later start skips the stage."""
+        return self.root / "stages" / f"{stage}.json"
+
+    def stage_started(self, stage: str) -> Path:
+        """Present while `stage` runs (or where a start was cut off in it)."""
+        return self.root / "stages" / f"{stage}.started"
+
+    def stage_checkpoint(self, stage: str) -> Path:
+        """The mid-stage checkpoint of the target's pretraining and the warm starts (RL keeps
+        its own, rl_checkpoints/)."""
+        return self.root / "stages" / f"{stage}.ckpt"
+
+    @property
     def rl_checkpoints(self) -> Path:
         """Lightning checkpoints of the RL stage (last.ckpt resumes it)."""
         return self.root / "rl_checkpoints"

@@ -44,6 +44,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _pretrain_toy_target(ctx: StageContext):
     from nla_lightning.toy.tokenizer import build_toy_tokenizer
     from nla_lightning.training.pretrain import build_toy_target
+    from nla_lightning.training.resumable import save_now
 
     settings = ctx.settings
     model = settings.model
@@ -56,6 +57,7 @@ def _pretrain_toy_target(ctx: StageContext):
     else:
         # The tiny target learns the user's corpus itself: its words become the vocabulary.
         corpus = [text for _, text in documents(ctx) if text.strip()]
+    checkpoint = ctx.run.stage_checkpoint("target")  # continued from, where a start left it
     tokenizer = build_toy_tokenizer(extra_texts=[*templates(model["templates"]), *corpus])
     return build_toy_target(
         model,
@@ -65,7 +67,8 @@ def _pretrain_toy_target(ctx: StageContext):
         settings.trainer,
         make_logger(settings.logger, ctx.run.root, "target"),
         settings.seed,
-        callbacks=[ctx.graceful_stop("target")],
+        checkpoint=checkpoint,
+        callbacks=[ctx.graceful_stop("target", save_now, checkpoint)],
     )
 
 

@@ -22,7 +22,7 @@ def log_held_out(logger: Any, step: int, result: dict[str, float]) -> None:
 
 class HeldOutCurve(L.Callback):
     """Evaluates when RL starts (at step 0 the stage's own `start` scores are reused; a resumed
-    run is scored at its restored step) and every `every` steps, on global rank 0 (the other
+    run continues the curve its checkpoint holds) and every `every` steps, on global rank 0 (the other
     ranks skip: evaluation has no collective operations). The point after RL is logged by the
     stage itself, which evaluates it anyway for the summary."""
 
@@ -35,10 +35,20 @@ class HeldOutCurve(L.Callback):
         self.curve: list[dict[str, float]] = []
 
     def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
-        # By now a resumed run has its checkpoint's weights and step counter.
+        # By now a resumed run has its checkpoint's weights, step counter and (from this
+        # callback's state) the curve so far; a checkpoint without that curve is scored here.
         if trainer.is_global_zero:
             step = module.steps_done
-            self._record(trainer, step, self.start if step == 0 else self.evaluate())
+            if step == 0:
+                self._record(trainer, step, self.start)
+            elif not self.curve:
+                self._record(trainer, step, self.evaluate())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve = list(state["curve"])
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *_args: Any) -> None:
         step = module.steps_done

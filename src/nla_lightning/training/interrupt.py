@@ -47,8 +47,12 @@ class GracefulStop(L.Callback):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
-        if self.requested and not trainer.should_stop:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Within gradient accumulation the step is not done: its gradients would be lost.
+        boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if self.requested and boundary and not trainer.should_stop:
             if self.on_stop is not None:
                 self.on_stop(trainer, module)
             trainer.should_stop = True

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from nla_lightning.core.target import Target
 from nla_lightning.training.checkpointing import replace_directory
 from nla_lightning.training.progress import StageProgress
+from nla_lightning.training.resumable import EpochSeededSampler, existing
 from nla_lightning.training.sft import warmup_cosine
-from nla_lightning.training.trainer import make_trainer
+from nla_lightning.training.trainer import make_trainer, resumable_fit
 
 
 class CausalLMPretrainModule(L.LightningModule):
@@ -74,9 +75,11 @@ def build_toy_target(
     logger: Any,
     seed: int,
     callbacks: list[L.Callback] | None = None,
+    checkpoint: Path | None = None,
 ) -> Target:
     """A Qwen2-architecture model built from config, pretrained on `corpus`, saved to `path`
-    (logs beside it, in its parent)."""
+    (logs beside it, in its parent). `checkpoint`: written every pretrain.checkpoint_every
+    steps; where an earlier attempt left it, pretraining continues from it."""
     from transformers import AutoModelForCausalLM
 
     started = time.time()
@@ -87,10 +90,7 @@ def build_toy_target(
     rows = tokenizer(corpus, add_special_tokens=False)["input_ids"]
     blocks = pack_blocks(rows, pretrain["block_size"], tokenizer.eos_token_id)
     data = DataLoader(
-        blocks,
-        batch_size=pretrain["batch_size"],
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        blocks, batch_size=pretrain["batch_size"], sampler=EpochSeededSampler(blocks, seed)
     )
     module = CausalLMPretrainModule(
         model, lr=pretrain["lr"], warmup_steps=pretrain["warmup_steps"], max_steps=pretrain["steps"]
@@ -102,9 +102,12 @@ def build_toy_target(
         logger,
         gradient_clip_val=pretrain.get("gradient_clip_val"),
         progress=StageProgress("target", pretrain["steps"], "train/loss"),
-        callbacks=callbacks,
+        callbacks=[
+            *resumable_fit(checkpoint, pretrain["checkpoint_every"], data, pretrain["batch_size"]),
+            *(callbacks or []),
+        ],
     )
-    trainer.fit(module, data)
+    trainer.fit(module, data, ckpt_path=checkpoint and existing(checkpoint))
     loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
 
     def save(directory: Path) -> None:

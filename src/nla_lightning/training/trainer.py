@@ -14,6 +14,12 @@ from torch.utils.data import DataLoader
 from nla_lightning.data.datasets import ActivationTokens
 from nla_lightning.settings.sft import SFTSettings
 from nla_lightning.training.progress import StageProgress
+from nla_lightning.training.resumable import (
+    EpochSeededSampler,
+    StepCheckpoint,
+    checkpoint_plugins,
+    existing,
+)
 
 
 def make_trainer(
@@ -33,6 +39,8 @@ def make_trainer(
     # Stages validate once, after fitting, on held-out data.
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Resuming mid-epoch is exact here: the sampler skips the batches done (resumable.py).
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
     callbacks = [*stage_bar(options, progress), *(callbacks or [])]
     if str(options.get("strategy", "")).endswith("spawn"):
@@ -40,6 +48,7 @@ def make_trainer(
         # storages fail to map in some containers, files always work.
         torch.multiprocessing.set_sharing_strategy("file_system")
     return L.Trainer(
+        plugins=checkpoint_plugins(),
         max_steps=max_steps,
         max_epochs=-1,
         logger=logger if logger is not None else False,
@@ -64,12 +73,11 @@ def stage_bar(options: dict[str, Any], progress: StageProgress | None) -> list[L
 def loader(
     dataset: ActivationTokens, batch_size: int, pad_id: int, shuffle: bool, seed: int = 0
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    """Batches of `dataset`; shuffled: each epoch's order from (seed, epoch), resumable."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
+        sampler=EpochSeededSampler(dataset, seed) if shuffle else None,
         collate_fn=partial(dataset.collate, pad_id=pad_id),
     )
 
@@ -103,9 +111,13 @@ def fit_and_validate(
     seed: int,
     name: str = "warm start",
     callbacks: list[L.Callback] | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Fit a warm-start module for hp.max_steps, then validate it once on held-out rows:
-    (last training loss, validation metrics)."""
+    (last training loss, validation metrics). `checkpoint`: a mid-fit checkpoint every
+    hp.checkpoint_every steps; when an earlier attempt left it, the fit continues from it."""
+    train_loader = loader(train, hp.batch_size, pad_id, shuffle=True, seed=seed)
+    saver = resumable_fit(checkpoint, hp.checkpoint_every, train_loader, hp.batch_size)
     trainer = make_trainer(
         trainer_cfg,
         hp.max_steps,
@@ -114,10 +126,20 @@ def fit_and_validate(
         hp.gradient_clip_val,
         hp.accumulate_grad_batches,
         progress=StageProgress(name, hp.max_steps, "train/loss"),
-        callbacks=callbacks,
+        callbacks=[*saver, *(callbacks or [])],
     )
-    trainer.fit(module, loader(train, hp.batch_size, pad_id, shuffle=True, seed=seed))
+    trainer.fit(module, train_loader, ckpt_path=checkpoint and existing(checkpoint))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     held_out_loader = loader(held_out, hp.batch_size, pad_id, shuffle=False)
     metrics = trainer.validate(module, held_out_loader, verbose=False)[0]
     return train_loss, metrics
+
+
+def resumable_fit(
+    checkpoint: Path | None, every: int, data: DataLoader, batch_size: int
+) -> list[StepCheckpoint]:
+    """The mid-fit checkpoint callback for a loader built by `loader` (none without a path)."""
+    if checkpoint is None:
+        return []
+    sampler = data.sampler if isinstance(data.sampler, EpochSeededSampler) else None
+    return [StepCheckpoint(checkpoint, every, sampler, batch_size)]
