@@ -23,8 +23,8 @@ def log_held_out(logger: Any, step: int, result: dict[str, float]) -> None:
 class HeldOutCurve(L.Callback):
     """Evaluates when RL starts (at step 0 the stage's own `start` scores are reused; a resumed
     run continues the curve its checkpoint holds) and every `every` steps, on global rank 0
-    (the other ranks skip: evaluation has no collective operations). The point after RL is logged by the
-    stage itself, which evaluates it anyway for the summary."""
+    (the other ranks skip: evaluation has no collective operations). The point after RL is
+    logged by the stage itself, which evaluates it anyway for the summary."""
 
     def __init__(
         self, evaluate: Callable[[], dict[str, float]], every: int, start: dict[str, float]
