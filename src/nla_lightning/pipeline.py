@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pyarrow.parquet as pq
 
 from nla_lightning.core.console import quiet_libraries
 from nla_lightning.errors import NLAConfigError
@@ -40,6 +41,7 @@ def run(cfg: dict[str, Any], command: str | None = None) -> dict[str, Any]:
     )
     check_inputs(settings, ctx)
     check_writable(ctx.run.root)
+    check_split_sizes(settings, ctx)  # data from from_run or an earlier start
     state = RunState(ctx.run)
     state.start(cfg, command)
     summary = RunSummary(seed=settings.seed, from_run=_str(settings.from_run))
@@ -55,6 +57,8 @@ def run(cfg: dict[str, Any], command: str | None = None) -> dict[str, Any]:
         else:
             print(f"{name}: finished by an earlier start of this run (kept)", flush=True)
         summary.stages[name] = section(SECTIONS[name], result, f"the {name} stage's summary")
+        if name == "data":
+            check_split_sizes(settings, ctx)  # before any training stage loads a model
     if ctx.find("data/eval.parquet") or ctx.find("checkpoints/av"):
         meta = ctx.load_meta()
         summary.model, summary.layer, summary.d_model = meta.base_model, meta.layer, meta.d_model
@@ -91,6 +95,27 @@ def check_inputs(settings: RunSettings, ctx: StageContext) -> None:
                     f"{need.made_by} before {name}, or pass from_run=<a run dir that holds it>"
                 )
         made.update(module.makes(settings))
+
+
+def check_split_sizes(settings: RunSettings, ctx: StageContext) -> None:
+    """Each training stage's split holds at least one batch: with fewer rows every step would
+    see the same few rows again (and a typo in a fraction would go unnoticed)."""
+    batches = {
+        "av_sft": (settings.sft.av.batch_size, "sft.av.batch_size"),
+        "ar_sft": (settings.sft.ar.batch_size, "sft.ar.batch_size"),
+        "rl": (settings.rl.batch_size, "rl.batch_size"),
+    }
+    for name in settings.stages:
+        if name not in batches or (path := ctx.find(f"data/{name}.parquet")) is None:
+            continue
+        rows = pq.read_metadata(path).num_rows
+        size, key = batches[name]
+        if rows < size:
+            raise NLAConfigError(
+                f"{path} has {rows} rows, fewer than one batch ({key}={size}): lower {key} to "
+                f"at most {rows}, or give the {name} split more data (data.n_docs, "
+                "data.fractions)"
+            )
 
 
 def check_writable(directory: Path) -> None:
