@@ -1,4 +1,4 @@
-"""Fixture: a fake LLM server on 127.0.0.1, started per test in a background thread."""
+"""Fixtures: fake LLM servers on 127.0.0.1, started per test in background threads."""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ import pytest
 from tests.writers.fake_server import FakeLLM, QuietServer, make_handler
 
 
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
-    """A fresh fake server; program it via `.faults`, `.rules`, `.delays`."""
-    # Proxies from the environment must not intercept loopback requests.
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+def _serve() -> Iterator[FakeLLM]:
     state = FakeLLM()
     server = QuietServer(("127.0.0.1", 0), make_handler(state))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
@@ -29,3 +22,20 @@ def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
+    """A fresh fake server; program it via `.faults`, `.rules`, `.delays`."""
+    # Proxies from the environment must not intercept loopback requests.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    yield from _serve()
+
+
+@pytest.fixture
+def other_llm(llm: FakeLLM) -> Iterator[FakeLLM]:
+    """A second fake server beside `llm`, on its own port: another base_url."""
+    yield from _serve()

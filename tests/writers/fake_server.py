@@ -14,7 +14,23 @@ from typing import Any
 GOOD_ANSWER = "<analysis>\n- feature one about {tag}\n- feature two about the end\n</analysis>"
 NO_TAGS_ANSWER = "feature one about the text\nfeature two about the end"
 ONE_FEATURE_ANSWER = "<analysis>\n- only one feature here\n</analysis>"
-BEHAVIOURS = ("ok", "500", "429", "hang", "malformed", "401", "400", "no_tags", "one_feature")
+# Cut off by the token limit mid-way: the block never closes.
+CUT_ANSWER = "<analysis>\n- feature one about {tag}\n- feature tw"
+# Replies marked as cut off (OpenAI finish_reason "length", Anthropic stop_reason "max_tokens"):
+# "cut" mid-block, "cut_closed" with a whole block (the limit came right after it).
+CUT_BEHAVIOURS = ("cut", "cut_closed")
+BEHAVIOURS = (
+    "ok",
+    "500",
+    "429",
+    "hang",
+    "malformed",
+    "401",
+    "400",
+    "no_tags",
+    "one_feature",
+    *CUT_BEHAVIOURS,
+)
 
 
 @dataclass
@@ -60,10 +76,11 @@ def _answer_text(behaviour: str, prompt: str) -> str:
     if behaviour == "one_feature":
         return ONE_FEATURE_ANSWER
     match = re.search(r"ROW\d+", prompt)
-    return GOOD_ANSWER.format(tag=match.group(0) if match else "the text")
+    tag = match.group(0) if match else "the text"
+    return (CUT_ANSWER if behaviour == "cut" else GOOD_ANSWER).format(tag=tag)
 
 
-def _reply(path: str, text: str) -> dict[str, Any]:
+def _reply(path: str, text: str, cut: bool = False) -> dict[str, Any]:
     if path.endswith("/messages"):
         # A thinking block after the text must be ignored by the client.
         return {
@@ -75,13 +92,17 @@ def _reply(path: str, text: str) -> dict[str, Any]:
                 {"type": "text", "text": text[12:]},
                 {"type": "thinking", "thinking": "<analysis>\n- bogus a\n- bogus b\n</analysis>"},
             ],
-            "stop_reason": "end_turn",
+            "stop_reason": "max_tokens" if cut else "end_turn",
         }
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length" if cut else "stop",
+            }
         ],
     }
 
@@ -149,7 +170,8 @@ def make_handler(state: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 if behaviour == "hang":
                     time.sleep(state.hang_s)
                 text = _answer_text(behaviour, prompt)
-                self._send(200, json.dumps(_reply(self.path, text)).encode())
+                reply = _reply(self.path, text, cut=behaviour in CUT_BEHAVIOURS)
+                self._send(200, json.dumps(reply).encode())
 
     return Handler
 

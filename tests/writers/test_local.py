@@ -1,4 +1,8 @@
-"""LocalWriter on a tiny random Qwen2 saved to disk: batching, order, statuses, cache."""
+"""LocalWriter on a tiny random Qwen2 saved to disk: batching, order, statuses, cache, and
+answers cut off by max_new_tokens (used, never cached).
+
+The random model never ends an answer on its own, so tests that need whole answers make some
+of the tokens it does generate stop tokens (its generation config's eos_token_id)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 
-from nla_lightning.writers import LocalWriter, build_prompt, parse_summary
+from nla_lightning.writers import CutOffAnswer, LocalWriter, build_prompt, parse_summary
 
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 TAGS = ["<analysis>", "</analysis>", "<text>", "</text>"]
@@ -68,6 +72,36 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return path
 
 
+def generated_ids(writer: LocalWriter, text: str, n: int) -> list[int]:
+    """The first `n` token ids `writer` generates for `text`, one prompt alone."""
+    model, tokenizer = writer._load()
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": build_prompt(text)}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    enc = tokenizer([chat + writer.answer_prefix], return_tensors="pt", add_special_tokens=False)
+    out = model.generate(
+        **enc,
+        do_sample=False,
+        max_new_tokens=n,
+        pad_token_id=tokenizer.pad_token_id,
+        repetition_penalty=writer.repetition_penalty,
+    )
+    return out[0, enc["input_ids"].shape[1] :].tolist()
+
+
+def stop_at(writer: LocalWriter, ids: set[int]) -> None:
+    """Make `ids` stop tokens of `writer`'s loaded model, besides its eos."""
+    model, tokenizer = writer._load()
+    model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, *ids})
+
+
+def end_every_answer(writer: LocalWriter, texts: list[str]) -> None:
+    """Stop tokens such that every answer ends on its own by its second token."""
+    stop_at(writer, {generated_ids(writer, text, 2)[1] for text in texts})
+
+
 def test_batched_answers_match_one_by_one_in_input_order(tiny_model_dir):
     prompts = [build_prompt(t) for t in TEXTS]
     calls: list[int] = []
@@ -83,6 +117,7 @@ def test_batched_answers_match_one_by_one_in_input_order(tiny_model_dir):
 
 def test_every_row_gets_a_status_and_untagged_rows_are_dropped(tiny_model_dir, tmp_path):
     writer = LocalWriter(str(tiny_model_dir), batch_size=3, max_new_tokens=6, cache_dir=tmp_path)
+    end_every_answer(writer, TEXTS)
     rows, report = writer.write(TEXTS, progress=False)
     raw = writer._answer_many([build_prompt(t) for t in TEXTS], lambda n: None)
     assert len(rows) == len(TEXTS)
@@ -94,11 +129,37 @@ def test_every_row_gets_a_status_and_untagged_rows_are_dropped(tiny_model_dir, t
             assert row.reason == "no_tags"
     assert any(r.reason == "no_tags" for r in rows)
     assert report.written + report.dropped == len(TEXTS) and report.failed == 0
+    assert report.cut_off == 0 and not any(isinstance(a, CutOffAnswer) for a in raw)
 
-    # A rerun is served from the cache without loading the model.
-    again = LocalWriter(str(tiny_model_dir), cache_dir=tmp_path)
+    # A rerun with the same generation settings (another batch size) is served from the cache
+    # without loading the model.
+    again = LocalWriter(str(tiny_model_dir), max_new_tokens=6, cache_dir=tmp_path)
     rows2, report2 = again.write(TEXTS, progress=False)
     assert rows2 == rows and report2.cached == len(TEXTS) and again._loaded is None
+    # Another max_new_tokens generates afresh.
+    longer = LocalWriter(str(tiny_model_dir), max_new_tokens=7, cache_dir=tmp_path)
+    _, report3 = longer.write(TEXTS, progress=False)
+    assert report3.cached == 0 and longer._loaded is not None
+
+
+def test_answers_that_run_into_max_new_tokens_are_used_but_not_cached(tiny_model_dir, tmp_path):
+    writer = LocalWriter(str(tiny_model_dir), batch_size=2, max_new_tokens=6, cache_dir=tmp_path)
+    stop = generated_ids(writer, TEXTS[-1], 1)[0]
+    stop_at(writer, {stop})  # the last text's answer ends at once, most others run on
+    cut = [stop not in generated_ids(writer, text, 6) for text in TEXTS]
+    assert not cut[-1] and any(cut), "the test needs both kinds of answer"
+
+    rows, report = writer.write(TEXTS, progress=False)
+    # Parsed like any answer (the random model's have no tags, so every row is dropped and
+    # says whether it was cut off), but only whole answers reach the cache.
+    assert all(r.status == "dropped" for r in rows)
+    assert [r.reason.endswith("(cut off: max_new_tokens=6)") for r in rows] == cut
+    assert report.cut_off == sum(cut)
+    assert len(list(tmp_path.glob("*.json"))) == cut.count(False)
+
+    again = LocalWriter(str(tiny_model_dir), max_new_tokens=6, cache_dir=tmp_path)
+    _, report2 = again.write(TEXTS, progress=False)
+    assert report2.cached == cut.count(False) and again._loaded is not None
 
 
 def test_bad_dtype_is_rejected(tiny_model_dir):
@@ -118,6 +179,7 @@ def test_answer_prefix_starts_every_answer_and_keys_its_own_cache(tiny_model_dir
     )
     raw = primed._answer_many([build_prompt(t) for t in TEXTS[:2]], lambda n: None)
     assert all(answer.startswith("<analysis>\n") for answer in raw)
+    end_every_answer(primed, TEXTS[:2])  # whole answers, so they are cached
     primed.write(TEXTS[:2], progress=False)
     _, report = LocalWriter(str(tiny_model_dir), max_new_tokens=4, cache_dir=tmp_path).write(
         TEXTS[:2], progress=False

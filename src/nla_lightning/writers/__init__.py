@@ -1,7 +1,7 @@
 """LLM writers of warm-start summaries: local transformers, OpenAI-compatible, Anthropic."""
 
 from nla_lightning.writers.anthropic import AnthropicWriter
-from nla_lightning.writers.base import SummaryWriter, WriterReport, WrittenRow
+from nla_lightning.writers.base import CutOffAnswer, SummaryWriter, WriterReport, WrittenRow
 from nla_lightning.writers.cache import AnswerCache, cache_key
 from nla_lightning.writers.factory import WRITERS, build_writer
 from nla_lightning.writers.instruction import INSTRUCTION, build_prompt
@@ -14,6 +14,7 @@ __all__ = [
     "WRITERS",
     "AnswerCache",
     "AnthropicWriter",
+    "CutOffAnswer",
     "LocalWriter",
     "OpenAIWriter",
     "SummaryWriter",

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from nla_lightning.writers.base import CutOffAnswer
 from nla_lightning.writers.http import Endpoint, HTTPWriter
 
 ANTHROPIC_VERSION = "2023-06-01"
+# stop_reason values of an answer that did not end on its own: the max_tokens limit, the
+# context window, or a refusal that stopped it mid-way. "end_turn" and "stop_sequence" mean
+# the answer is whole.
+CUT_OFF_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded", "refusal"})
 
 
 class AnthropicWriter(HTTPWriter):
@@ -30,7 +35,12 @@ class AnthropicWriter(HTTPWriter):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.max_tokens = max_tokens
-        self.temperature = temperature
+        # float: `temperature=0` from the command line keys (and asks) like the YAML's 0.0.
+        self.temperature = None if temperature is None else float(temperature)
+
+    def answer_settings(self) -> dict[str, Any]:
+        # The API version header can change what the same body returns.
+        return {**super().answer_settings(), "anthropic_version": ANTHROPIC_VERSION}
 
     def _endpoint(self) -> Endpoint:
         key = os.environ.get(self.api_key_env)
@@ -61,4 +71,8 @@ class AnthropicWriter(HTTPWriter):
         if not isinstance(blocks, list):
             raise TypeError(f"expected content to be a list of blocks, got {type(blocks)}")
         # Thinking and tool blocks are not part of the answer.
-        return "".join(b["text"] for b in blocks if b.get("type") == "text")
+        text = "".join(b["text"] for b in blocks if b.get("type") == "text")
+        stop = payload.get("stop_reason")
+        if stop in CUT_OFF_STOP_REASONS:
+            return CutOffAnswer(text, f"stop_reason={stop}")
+        return text

