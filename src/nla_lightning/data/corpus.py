@@ -76,6 +76,7 @@ def build_corpus_splits(
         max_tokens=data.max_tokens,
         batch_size=data.extract_batch_size,
         shard_rows=data.shard_rows,
+        files=list(data.files) or None,
     )
     print(extraction)
     writer = build_writer(dict(writer_cfg))

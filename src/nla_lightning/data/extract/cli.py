@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> None:
         shard_rows=args.shard_rows,
         progress=not args.no_progress,
         on_batch=batch_hook(),
+        files=args.files,
     )
     print(report)
 

@@ -15,13 +15,17 @@ MANIFEST_NAME = "progress.json"
 
 @dataclass
 class Manifest:
-    """Settings plus the state after the last complete flush."""
+    """Settings plus the state after the last complete flush. `fingerprint` is the sha256 of
+    the first `docs_done` documents (fingerprint.py; None in manifests of older versions),
+    `last_doc_id` the id of the last of them."""
 
     settings: dict[str, Any]
     docs_done: int = 0
     shards: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    fingerprint: str | None = None
+    last_doc_id: str | None = None
 
     def save(self, out_dir: Path) -> Path:
         """Write atomically: a reader sees the old manifest or the new one, never half."""
@@ -45,6 +49,8 @@ class Manifest:
                 shards={str(k): int(v) for k, v in data["shards"].items()},
                 totals={str(k): int(v) for k, v in data.get("totals", {}).items()},
                 complete=bool(data.get("complete", False)),
+                fingerprint=_optional_str(data.get("fingerprint")),
+                last_doc_id=_optional_str(data.get("last_doc_id")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise NLAConfigError(
@@ -68,3 +74,7 @@ class Manifest:
                 + "; ".join(diffs)
                 + "): resume with the original settings, or use a new --out directory"
             )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,16 @@ from nla_lightning.core.activations import capture_activations
 from nla_lightning.core.families import EncodedDocument, control_token_ids, encode_document
 from nla_lightning.core.meta import NLAMeta
 from nla_lightning.core.padding import pad_right
+from nla_lightning.data.extract.fingerprint import (
+    Fingerprint,
+    document_digest,
+    save_sources,
+    skip_processed,
+)
 from nla_lightning.data.extract.manifest import Manifest
 from nla_lightning.data.extract.prefixes import prefix_lengths
 from nla_lightning.data.extract.shards import Row, ShardWriter, remove_orphans
+from nla_lightning.data.extract.sources import describe_files
 from nla_lightning.data.extract.stats import ExtractionStats
 from nla_lightning.data.splits import split_of
 from nla_lightning.errors import NLAConfigError
@@ -32,12 +38,13 @@ BATCHES_PER_CHUNK = 4
 
 @dataclass
 class _Doc:
-    """A tokenised document and its prefix lengths (empty when skipped)."""
+    """A tokenised document, its prefix lengths (empty when skipped) and its digest."""
 
     doc_id: str
     split: str
     encoded: EncodedDocument
     lengths: list[int]
+    digest: bytes
     vectors: list[torch.Tensor] = field(default_factory=list)
 
     @property
@@ -116,9 +123,13 @@ def extract_corpus(
     shard_rows: int = 1024,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    files: Sequence[str | Path] | None = None,
 ) -> ExtractionStats:
     """Extract block-`meta.layer` activations at random prefixes of each document into
-    `out_dir/<split>/shard-NNNNN.parquet`, resuming from `out_dir/progress.json` if present."""
+    `out_dir/<split>/shard-NNNNN.parquet`, resuming from `out_dir/progress.json` if present.
+    A resume first checks that the documents it skips are the ones already extracted (a
+    fingerprint of their ids and texts); `files`, the document files behind `documents` if
+    any, only make a refusal name the files that changed."""
     _check_args(batch_size, shard_rows, fractions)
     meta.check_model(model.config)
     prefix_lengths("check", 0, prefixes_per_doc, seed, min_tokens, max_tokens)  # validates
@@ -138,6 +149,11 @@ def extract_corpus(
     if manifest is None:
         manifest = Manifest(settings=settings, shards={s: 0 for s in fractions})
     manifest.check_settings(settings, out_dir)
+    documents = iter(documents)
+    fingerprint = Fingerprint()
+    files_now = describe_files(files) if files else None
+    skip_processed(documents, manifest, out_dir, fingerprint, files_now)
+    save_sources(out_dir, files_now)
     for split in fractions:
         remove_orphans(out_dir, split, manifest.shards.get(split, 0))
     writer = ShardWriter(out_dir, meta, shard_rows, dict(manifest.shards))
@@ -152,6 +168,10 @@ def extract_corpus(
     def save_manifest(complete: bool) -> None:
         writer.flush()  # shards first: the manifest only ever mentions files already on disk
         manifest.docs_done = report.resumed_from + report.docs
+        if fingerprint.count != manifest.docs_done:  # the fingerprint covers exactly docs_done
+            raise RuntimeError(f"fingerprint of {fingerprint.count} != {manifest.docs_done} docs")
+        manifest.fingerprint = fingerprint.hexdigest()
+        manifest.last_doc_id = fingerprint.last_doc_id
         manifest.shards = dict(writer.shards)
         counts = {
             "docs": report.docs,
@@ -175,6 +195,7 @@ def extract_corpus(
             if rows:
                 writer.add(doc.split, rows)
             report.vectors += len(rows)
+            fingerprint.add(doc.doc_id, doc.digest)
         report.docs += len(chunk)
         bar.update(len(chunk))
         bar.set_postfix(vectors_per_s=f"{report.vectors / (time.perf_counter() - start):.1f}")
@@ -186,7 +207,7 @@ def extract_corpus(
     control = control_token_ids(tokenizer)
     nothing = EncodedDocument([], [], [])
     try:
-        for doc_id, text in itertools.islice(documents, manifest.docs_done, None):
+        for doc_id, text in documents:  # skip_processed consumed the first docs_done
             doc_id = str(doc_id)
             # method.md, "Tokenisation protocol": documents get their special tokens (a BOS for
             # Llama/Gemma), and a prefix never ends at one.
@@ -204,7 +225,8 @@ def extract_corpus(
                 report.skipped_empty += 1
             elif not lengths:
                 report.skipped_short += 1
-            chunk.append(_Doc(doc_id, split_of(doc_id, fractions, seed), encoded, lengths))
+            split = split_of(doc_id, fractions, seed)
+            chunk.append(_Doc(doc_id, split, encoded, lengths, document_digest(doc_id, text)))
             n_rows += len(lengths)
             if n_rows >= chunk_rows:
                 commit(chunk)

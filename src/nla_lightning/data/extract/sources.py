@@ -36,6 +36,15 @@ def expand_files(files: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def describe_files(files: Sequence[str | Path]) -> dict[str, list[int]]:
+    """{path: [size in bytes, mtime in ns]} of the document files, in `expand_files` order."""
+    out: dict[str, list[int]] = {}
+    for path in expand_files(files):
+        stat = path.stat()
+        out[str(path)] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
 def _decode(data: bytes, where: str, base_offset: int = 0) -> str:
     try:
         return data.decode("utf-8")
