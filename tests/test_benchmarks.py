@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from statistics import median
 
 import pytest
+
+from tests.launcher import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,23 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 def run_benchmark(script: str, tmp_path: Path, *extra: str) -> tuple[str, dict]:
     out = tmp_path / f"{script}.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / f"{script}.py"),
-            "--quick",
-            "--threads",
-            "1",
-            "--json",
-            str(out),
-            *extra,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    script_path = str(REPO / "benchmarks" / f"{script}.py")
+    argv = [script_path, "--quick", "--threads", "1", "--json", str(out), *extra]
+    done = run_python(argv, REPO, env)  # a child process, forked from a preloaded one
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.startswith("machine: "), done.stdout[:500]
     return done.stdout, json.loads(out.read_text())

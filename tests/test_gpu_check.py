@@ -7,7 +7,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from transformers import Qwen2Config
 
 from nla_lightning.training.memory import estimate_memory
 from tests.conftest import compose
+from tests.launcher import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
@@ -34,15 +34,9 @@ CHECKS = [
 def run_check(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "gpu_check.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--threads", "1"]
-    done = subprocess.run(
-        [*command, "--json", str(out), "--scratch", str(tmp_path), *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [str(SCRIPT), "--device", "cpu", "--quick", "--threads", "1"]
+    argv = [*command, "--json", str(out), "--scratch", str(tmp_path), *extra]
+    done = run_python(argv, REPO, env)  # a child process, forked from a preloaded one
     payload = json.loads(out.read_text()) if out.exists() else {}
     return done, payload
 

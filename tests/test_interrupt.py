@@ -5,14 +5,14 @@ import json
 import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.conftest import TINY_RUN, train_py
+from tests.launcher import run_python, start_python
 
 REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_run, tmp_path):
@@ -20,20 +20,13 @@ def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_ru
     run = tmp_path / "run"
     rl = [*TINY_RUN, "rl.steps=40", "rl.eval_every=0"]
     args = [*rl, "stage=rl", f"from_run={warm}", f"hydra.run.dir={run}"]
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_python([str(REPO / "train.py"), *args], tmp_path, ENV)
     deadline = time.time() + 240
     while not (run / "rl_checkpoints" / "step-2.ckpt").exists():
         assert process.poll() is None and time.time() < deadline, process.communicate()
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate()
     assert process.returncode == 130, err[-3000:]
     message = err.strip().splitlines()[-1]
     assert message.startswith("rl stopped by Ctrl-C.") and "Traceback" not in err
@@ -47,14 +40,7 @@ def test_ctrl_c_in_rl_keeps_a_checkpoint_and_the_printed_command_resumes(tiny_ru
     assert 2 <= stopped_at < 40  # a whole step, before the end
 
     # The command as printed: the same run directory, continued from its checkpoint.
-    done = subprocess.run(
-        [sys.executable, *command[1:]],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_python(command[1:], tmp_path, ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stages"]["rl"]["steps"] == 40
@@ -88,13 +74,7 @@ def test_sigkill_in_rl_then_resume_equals_an_uninterrupted_run(tiny_run, tmp_pat
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     run = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *rl, f"hydra.run.dir={run}"],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_python([str(REPO / "train.py"), *rl, f"hydra.run.dir={run}"], tmp_path, ENV)
     deadline = time.time() + 240
     while not (run / "rl_checkpoints" / "step-3.ckpt").exists():
         assert process.poll() is None and time.time() < deadline
@@ -131,21 +111,14 @@ def test_ctrl_c_in_a_warm_start_keeps_its_checkpoint_and_the_command_continues_i
         "trainer.log_every_n_steps=1",
         f"hydra.run.dir={run}",
     ]
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_python([str(REPO / "train.py"), *args], tmp_path, ENV)
     checkpoint = run / "stages" / "av_sft.ckpt"
     deadline = time.time() + 240
     while not checkpoint.exists():
         assert process.poll() is None and time.time() < deadline, process.communicate()
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    _, err = process.communicate()
     assert process.returncode == 130, err[-3000:]
     message = err.strip().splitlines()[-1]
     assert message.startswith("av_sft stopped by Ctrl-C.") and "Traceback" not in err
@@ -154,14 +127,7 @@ def test_ctrl_c_in_a_warm_start_keeps_its_checkpoint_and_the_command_continues_i
     assert 5 <= stopped_at < 400
 
     command = shlex.split(message.split("continue with: ")[1])
-    done = subprocess.run(
-        [sys.executable, *command[1:]],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_python(command[1:], tmp_path, ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stages"]["av_sft"]["steps"] == 400

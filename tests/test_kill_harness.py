@@ -4,9 +4,9 @@ again each time with the command in its command.txt; every output equals an unin
 run's, bit for bit."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.launcher import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINTED = ("target", "av_sft", "ar_sft", "rl")
@@ -14,20 +14,15 @@ CHECKPOINTED = ("target", "av_sft", "ar_sft", "rl")
 
 def test_killed_in_every_stage_a_run_ends_where_an_uninterrupted_one_does(tmp_path):
     report_path = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "kill_harness.py"),
-            "--quick",
-            "--corpus",
-            "--kills=1",
-            f"--out={tmp_path / 'runs'}",
-            f"--report={report_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    argv = [
+        str(REPO / "scripts" / "kill_harness.py"),
+        "--quick",
+        "--corpus",
+        "--kills=1",
+        f"--out={tmp_path / 'runs'}",
+        f"--report={report_path}",
+    ]
+    done = run_python(argv, tmp_path)  # the harness forks its runs from itself in turn
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(report_path.read_text())
     kills = report["kills"]
