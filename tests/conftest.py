@@ -91,20 +91,19 @@ def compose(overrides: list[str]):
 TINY_RUN = ["debug=smoke"]
 
 
+def pytest_sessionfinish(session, exitstatus):
+    from tests import launcher
+
+    launcher.close()
+
+
 def train_py(args: list[str], cwd: Path):
-    """`python train.py ARGS` in a subprocess (offline), as a user runs it."""
-    import subprocess
-    import sys
+    """`python train.py ARGS` in a child process (offline), as a user runs it; forked from a
+    preloaded interpreter (tests/launcher.py) rather than paying the imports each time."""
+    from tests.launcher import run_python
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_python([str(Path(__file__).resolve().parents[1] / "train.py"), *args], cwd, env)
 
 
 def plain(overrides: list[str], out_dir: Path) -> dict:
@@ -126,26 +125,160 @@ def tiny_run(tmp_path_factory):
     return summary, out
 
 
+def fve_by_hand(predicted, targets, mse_scale: float) -> float:
+    """FVE written out in numpy (float64), independent of core.metrics: every row rescaled to
+    norm `mse_scale`, then 1 - sum ||p - h||^2 / sum ||h - mean(h)||^2."""
+    import numpy as np
+
+    def at_scale(x) -> np.ndarray:
+        x = torch.as_tensor(x).detach().double().numpy()
+        return x * (mse_scale / np.linalg.norm(x, axis=-1, keepdims=True))
+
+    p, t = at_scale(predicted), at_scale(targets)
+    return float(1 - ((p - t) ** 2).sum() / ((t - t.mean(axis=0)) ** 2).sum())
+
+
+@torch.no_grad()
+def spliced_kl_by_hand(model, layer: int, ids: list[int], position: int, vectors) -> list[float]:
+    """KL(clean || spliced) of the next-token distribution after `position` of one text when
+    block `layer`'s output there is each of `vectors` [k, d] (one forward of k copies): a plain
+    forward hook, in float64, independent of core.hooks and the evaluation code."""
+    vectors = torch.as_tensor(vectors)
+    ids_t = torch.tensor([list(ids)]).expand(len(vectors), -1)
+
+    def logprobs() -> torch.Tensor:
+        logits = model(input_ids=ids_t, use_cache=False).logits[:, position]
+        return torch.log_softmax(logits.double(), dim=-1)
+
+    def splice(_module, _args, output):
+        hidden = (output[0] if isinstance(output, tuple) else output).clone()
+        hidden[:, position] = vectors.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    clean = logprobs()
+    handle = model.model.layers[layer].register_forward_hook(splice)
+    try:
+        spliced = logprobs()
+    finally:
+        handle.remove()
+    return (clean.exp() * (clean - spliced)).sum(dim=-1).tolist()
+
+
+def unit(vectors: torch.Tensor) -> torch.Tensor:
+    """Each vector over its L2 norm."""
+    return vectors / vectors.norm(dim=-1, keepdim=True)
+
+
+def mean_prediction_by_hand(train: torch.Tensor, n: int, mse_scale: float) -> torch.Tensor:
+    """The mean-vector baseline's prediction for n rows: the training rows' mean at norm
+    mse_scale, [n, d] float64."""
+    rows = train.double()
+    return (rows * (mse_scale / rows.norm(dim=-1, keepdim=True))).mean(dim=0).expand(n, -1)
+
+
+def last_token_kls_by_hand(model, layer: int, rows, h: torch.Tensor, directions) -> torch.Tensor:
+    """Mean over texts (token id rows) of KL(clean || spliced) after each text's last token,
+    block `layer`'s output there replaced by each direction [k, d] at the norm of the text's own
+    activation h[i]: [k]."""
+    directions = unit(torch.as_tensor(directions).float())
+    kls = [
+        spliced_kl_by_hand(model, layer, row, len(row) - 1, directions * norm)
+        for row, norm in zip(rows, h.float().norm(dim=-1), strict=True)
+    ]
+    return torch.tensor(kls).mean(dim=0)
+
+
+def check_eval_report_by_hand(report: dict, out: Path, target, tokenizer) -> None:
+    """eval.json's numbers recomputed by hand from the run's data and checkpoints (`target`:
+    the target model, `tokenizer` its tokenizer): the mean-vector baseline's FVE and the
+    kl_mean of each NLA; where no explanation closed (an untrained NLA: every row, its own
+    activation's or the shuffled control's, is read as the empty explanation AR("")), also
+    fve, fve_shuffled, kl_nla and kl_shuffled."""
+    import math
+
+    from nla_lightning.core.reconstructor import ActivationReconstructor
+    from nla_lightning.data.store import read_activations
+    from nla_lightning.stages.run_dir import CONDITIONS
+
+    table = read_activations(out / "data" / "eval.parquet")
+    n, scale = report["eval_rows"], table.meta.mse_scale
+    h = table.activations[:n].float()
+    train = read_activations(out / "data" / "ar_sft.parquet").activations
+    baseline = report["fve"]["mean_baseline"]
+    assert baseline == pytest.approx(
+        fve_by_hand(mean_prediction_by_hand(train, n, scale), h, scale), abs=1e-5
+    )
+    assert baseline < 0  # a constant prediction explains no variance
+    conditions = {c: dirs for c, dirs in CONDITIONS.items() if c in report["fidelity"]}
+    empty = {
+        c: ActivationReconstructor.load(out / "checkpoints" / ar).eval().predict([""])[0].float()
+        for c, (_, ar) in conditions.items()
+    }
+    # The first `rows` held-out texts, tokenised as the eval stage does (the text column has
+    # no BOS in it; add_special_tokens adds the target's own).
+    k = report["fidelity"][next(iter(conditions))]["rows"]
+    rows = tokenizer(list(table.columns["text"][:k]), add_special_tokens=True)["input_ids"]
+    directions = torch.stack([unit(h).mean(dim=0), *empty.values()])
+    kls = last_token_kls_by_hand(target, report["layer"], rows, h[:k], directions)
+    assert kls[0] > 1e-4  # the mean direction moves the distribution: something to compare
+    for condition, kl_empty in zip(conditions, kls[1:].tolist(), strict=True):
+        fve, kl = report["fve"][condition], report["fidelity"][condition]
+        assert math.isfinite(fve["fve"]) and math.isfinite(fve["fve_shuffled"]), condition
+        assert fve["fve"] <= 1.0 and fve["fve_shuffled"] <= 1.0
+        assert 0.0 <= fve["failure_rate"] <= 1.0
+        assert kl["rows"] == k
+        assert kl["kl_mean"] == pytest.approx(float(kls[0]), rel=1e-3), condition
+        assert math.isfinite(kl["kl_nla"]) and math.isfinite(kl["kl_shuffled"]), condition
+        if fve["failure_rate"] == 1.0:
+            prediction = empty[condition].expand(n, -1)
+            assert fve["fve"] == fve["fve_shuffled"]
+            assert fve["fve"] == pytest.approx(fve_by_hand(prediction, h, scale), abs=1e-5)
+            assert kl["kl_nla"] == kl["kl_shuffled"]
+            assert kl["kl_nla"] == pytest.approx(kl_empty, rel=1e-3), condition
+
+
 COLOURS = ["red", "blue", "green", "yellow", "purple", "pink", "brown", "black"]
 SFT_TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
-@pytest.fixture(scope="session")
-def colour_mapping(meta):
-    """Each colour has its own activation (plus a little noise); explanations name the colour."""
+def colour_rows(d_model: int, n: int, noise_seed: int | None = None):
+    """n rows of the colour mapping: each colour has its own activation (drawn once, from seed
+    0) plus a little noise; explanations name the colour. The noise continues seed 0's draws
+    (the training rows) or, with `noise_seed`, comes from its own generator: held-out rows of
+    the same mapping."""
     generator = torch.Generator().manual_seed(0)
-    centres = torch.randn(len(COLOURS), meta.d_model, generator=generator) * 3
-    index = torch.arange(256) % len(COLOURS)
-    activations = centres[index] + 0.1 * torch.randn(256, meta.d_model, generator=generator)
+    centres = torch.randn(len(COLOURS), d_model, generator=generator) * 3
+    if noise_seed is not None:
+        generator = torch.Generator().manual_seed(noise_seed)
+    index = torch.arange(n) % len(COLOURS)
+    activations = centres[index] + 0.1 * torch.randn(n, d_model, generator=generator)
     explanations = [f"the colour is {COLOURS[i]} ." for i in index]
     return activations, explanations
 
 
+def colour_centres(d_model: int) -> torch.Tensor:
+    """The activation of each colour of the mapping, noise-free: [len(COLOURS), d]."""
+    return torch.randn(len(COLOURS), d_model, generator=torch.Generator().manual_seed(0)) * 3
+
+
 @pytest.fixture(scope="session")
-def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, tmp_path_factory):
+def colour_mapping(meta):
+    """The warm start's training rows: 256 activations of the colour mapping."""
+    return colour_rows(meta.d_model, 256)
+
+
+@pytest.fixture(scope="session")
+def colour_held_out(meta):
+    """64 held-out rows of the same mapping (same centres, fresh noise): one validation batch."""
+    return colour_rows(meta.d_model, 64, noise_seed=1)
+
+
+@pytest.fixture(scope="session")
+def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, colour_held_out, tmp_path_factory):
     """A real warm start on the colour mapping (Lightning fits), exported to disk.
 
-    Returns (av_dir, ar_dir, metrics) with held-out metrics before and after each fit."""
+    Returns (av_dir, ar_dir, metrics) with metrics before and after each fit, measured on the
+    held-out rows (`colour_held_out`: noise the fits never saw), one batch of 64."""
     import lightning as L
 
     from nla_lightning.core.models import load_causal_lm
@@ -156,13 +289,15 @@ def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, tmp_path_factory):
     from nla_lightning.training.trainer import loader, make_trainer
 
     activations, explanations = colour_mapping
+    held_acts, held_texts = colour_held_out
     out = tmp_path_factory.mktemp("warm")
     metrics = {}
     L.seed_everything(0, verbose=False)
     ar = ActivationReconstructor.from_target(str(target_dir), toy_tokenizer, meta)
     data = ActivationTokens(activations, ar.encode(explanations))
     module = ARSFTModule(ar, lr=3e-3, warmup_steps=5, max_steps=60)
-    held_out = loader(data, 64, toy_tokenizer.pad_token_id, shuffle=False)
+    held_out = ActivationTokens(held_acts, ar.encode(held_texts))
+    held_out = loader(held_out, 64, toy_tokenizer.pad_token_id, shuffle=False)
     trainer = make_trainer(SFT_TRAINER, 60, out)
     metrics["ar_before"] = trainer.validate(module, held_out, verbose=False)[0]
     trainer.fit(module, loader(data, 32, toy_tokenizer.pad_token_id, shuffle=True))
@@ -174,7 +309,8 @@ def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, tmp_path_factory):
     module = AVSFTModule(av, lr=3e-3, warmup_steps=5, max_steps=200)
     trainer = make_trainer(SFT_TRAINER, 200, out)
     trainer.fit(module, loader(data, 32, av.pad_id, shuffle=True))
-    held_out = loader(data, 64, av.pad_id, shuffle=False)
+    held_out = ActivationTokens(held_acts, encode_responses(toy_tokenizer, held_texts))
+    held_out = loader(held_out, 64, av.pad_id, shuffle=False)
     metrics["av_after"] = trainer.validate(module, held_out, verbose=False)[0]
     av.save(out / "av")
     return out / "av", out / "ar", metrics

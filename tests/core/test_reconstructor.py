@@ -80,12 +80,32 @@ def test_checkpoint_of_another_width_is_refused(ar, tmp_path, meta):
         ActivationReconstructor.load(tmp_path / "ar")
 
 
-def test_four_bit_ar_loads_and_predicts(ar, tmp_path):
+# NF4's relative error ||AR4(x) - AR(x)|| / ||AR(x)|| on these texts: 0.13-0.15 measured; a
+# randomly initialised AR of the same config is 1.5 away. About 2x the measured error.
+NF4_RELATIVE_TOLERANCE = 0.3
+
+
+def test_four_bit_ar_matches_the_full_precision_ar_within_nf4_error(ar, target_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from nla_lightning.core.models import load_config
+
     ar.save(tmp_path / "ar")
     ar4 = ActivationReconstructor.load(tmp_path / "ar", quantize_4bit=True)
     assert any("4bit" in type(m).__name__ for m in ar4.modules())
     texts = ["the colour is red .", "the place is the park ."]
-    full, four = ar.predict(texts), ar4.predict(texts)
-    assert torch.isfinite(four).all()
-    cos = torch.nn.functional.cosine_similarity(full, four.float(), dim=-1)
-    assert (cos > 0.9).all()
+    full, four = ar.predict(texts), ar4.predict(texts).float()
+
+    def relative_error(predicted: torch.Tensor) -> torch.Tensor:
+        return (predicted - full).norm(dim=-1) / full.norm(dim=-1)
+
+    assert (relative_error(four) < NF4_RELATIVE_TOLERANCE).all()
+    # The texts' predictions differ (both end in the same suffix): NF4 keeps that difference
+    # (cosine 0.986 measured), so the quantised AR still reads the text.
+    cos = torch.nn.functional.cosine_similarity(full[0] - full[1], four[0] - four[1], dim=0)
+    assert cos > 0.9
+    # The tolerance tells models apart: a random target of the same config, read as an AR.
+    torch.manual_seed(1)
+    AutoModelForCausalLM.from_config(load_config(str(target_dir))).save_pretrained(tmp_path / "r")
+    other = ActivationReconstructor.from_target(str(tmp_path / "r"), ar.tokenizer, ar.meta)
+    assert (relative_error(other.predict(texts)) > 2 * NF4_RELATIVE_TOLERANCE).all()

@@ -1,5 +1,6 @@
 """A quick (untrained) NLA on the tiny target: warm_nla takes minutes, these tests check
-plumbing, shapes and exact hook arithmetic, which do not need a trained NLA."""
+plumbing, shapes and exact hook arithmetic, which do not need a trained NLA (the steering
+direction does: test_steer.py reads it with the session's warm_nla)."""
 
 from __future__ import annotations
 

@@ -25,10 +25,22 @@ def test_activations_match_hidden_states(nla, text):
 def test_explain_every_token(nla, text):
     results = nla.explain(text, samples=2, max_new_tokens=6, batch_size=4, progress=False)
     assert [r.index for r in results] == list(range(6))
+    # Each score by hand: 1 - MSE(AR(explanation), h) / the mean per-dim variance of the
+    # text's activations, all at norm mse_scale; and the cosine of the two.
+    _, acts = nla.activations(text)
+    scale = nla.meta.mse_scale
+    at_scale = acts.double() * (scale / acts.double().norm(dim=-1, keepdim=True))
+    variance = float((at_scale - at_scale.mean(dim=0)).pow(2).mean())
     for r in results:
         assert len(r.explanations) == len(r.scores) == len(r.cosines) == 2
         assert all(math.isfinite(s) for s in r.scores + r.cosines)
         assert r.best in r.explanations
+        predicted = nla.reconstruct_many(r.explanations).double()
+        predicted = predicted * (scale / predicted.norm(dim=-1, keepdim=True))
+        h = at_scale[r.index]
+        scores = 1 - (predicted - h).pow(2).mean(dim=-1) / variance
+        assert r.scores == pytest.approx(scores.tolist(), abs=1e-4)
+        assert r.cosines == pytest.approx((predicted @ h / scale**2).tolist(), abs=1e-5)
 
 
 def test_explain_chosen_tokens(nla, text):

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from nla_lightning.core.activations import capture_activations
+from nla_lightning.core.hooks import edit_block_output
+from nla_lightning.core.padding import pad_right
+from nla_lightning.core.verbalizer import encode_responses
+from nla_lightning.evaluation.downstream_kl import splicer
 from nla_lightning.inference import steer_generate, steering, steering_vector
+from tests.conftest import COLOURS, colour_centres
+
+RED, BLUE = "the colour is red .", "the colour is blue ."
 
 
 def test_hook_adds_exactly_alpha_norm_unit(nla, text):
@@ -44,3 +52,61 @@ def test_steering_changes_logits_and_spares_decode_steps(nla, text):
     )
     samples = steer_generate(nla, text, vector, 8.0, max_new_tokens=4, samples=2, temperature=1.0)
     assert len(samples) == 2
+
+
+@pytest.fixture(scope="module")
+def trained_nla(warm_nla, target_dir):
+    """The warm start on the colour mapping: its AR reads "the colour is red ." as the red
+    activation, its AV names the colour of an injected activation."""
+    from nla_lightning.inference import NLA
+
+    return NLA.load(*warm_nla[:2], target=str(target_dir))
+
+
+def test_steering_vector_points_from_the_original_reading_to_the_edited_one(trained_nla):
+    vector = steering_vector(trained_nla, RED, BLUE)
+    # As documented: AR(edited) - AR(original).
+    red, blue = trained_nla.ar.predict([RED, BLUE]).float()
+    torch.testing.assert_close(vector, blue - red, atol=1e-5, rtol=1e-5)
+    # ... which is the mapping's own red -> blue direction (cosine 0.990 measured).
+    centres = colour_centres(trained_nla.meta.d_model)
+    cos = torch.nn.functional.cosine_similarity(vector, centres[1] - centres[0], dim=0)
+    assert cos > 0.9
+
+
+def av_reading(nla, start: torch.Tensor, vector: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Block `layer`'s output at the last prompt position set to `start` [d], then steered by
+    alpha along `vector` (the hooks in that order, as a steered forward stacks them); the AV's
+    log-prob of "the colour is C ." given the resulting activation, for each colour C."""
+    ids = nla.encode(RED)
+    last = ids.shape[1] - 1
+    with edit_block_output(nla.target, nla.layer, splicer(torch.tensor([last]), start[None])):
+        with steering(nla, vector, alpha, positions=[last]):
+            steered = capture_activations(nla.target, ids, None, nla.layer)[0, last]
+    texts = [f"the colour is {c} ." for c in COLOURS]
+    responses, mask = pad_right(encode_responses(nla.tokenizer, texts), nla.av.pad_id)
+    acts = steered[None].expand(len(COLOURS), -1)
+    with torch.no_grad():
+        return nla.av.response_logprobs(acts, responses, mask).sum(dim=-1)
+
+
+def test_steering_moves_the_av_reading_along_the_vector(trained_nla):
+    """+alpha of the red -> blue vector takes the red activation to one the AV reads as blue;
+    -alpha takes the blue one to red. Measured log p(blue) - log p(red): from red at alpha 0,
+    0.5, 1, 1.5: -4.68, -4.44, -2.22, +3.28; from blue at 0, -0.5, -1, -1.5: +4.44, +0.24,
+    -4.37, -4.68 (alpha is in units of ||h||; the centres are 38 apart at norm 25)."""
+    vector = steering_vector(trained_nla, RED, BLUE)
+    centres = colour_centres(trained_nla.meta.d_model)
+    red, blue = COLOURS.index("red"), COLOURS.index("blue")
+
+    def margins(start: torch.Tensor, alphas: list[float]) -> tuple[list[float], list[int]]:
+        """log p(blue) - log p(red), and the AV's most likely colour, at each alpha."""
+        readings = [av_reading(trained_nla, start, vector, a) for a in alphas]
+        return [float(r[blue] - r[red]) for r in readings], [int(r.argmax()) for r in readings]
+
+    towards_blue, best = margins(centres[red], [0.0, 0.5, 1.0, 1.5])
+    assert towards_blue == sorted(towards_blue) and len(set(towards_blue)) == 4, towards_blue
+    assert best[0] == red and best[-1] == blue, best
+    towards_red, best = margins(centres[blue], [0.0, -0.5, -1.0, -1.5])
+    assert towards_red == sorted(towards_red, reverse=True) and len(set(towards_red)) == 4
+    assert best[0] == blue and best[-1] == red, best

@@ -5,25 +5,26 @@ import json
 
 import pytest
 
+from nla_lightning.core.models import load_causal_lm, load_tokenizer
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.pipeline import run
-from tests.conftest import TINY_RUN, plain
+from tests.conftest import TINY_RUN, check_eval_report_by_hand, plain
 
 
 def test_eval_json_scores_both_nlas_of_the_run(tiny_run):
+    """eval.json's numbers recomputed by hand from the run's checkpoints and data. The smoke
+    NLA is untrained (fve -0.790, every explanation a failure; mean baseline -0.294; kl_nla
+    0.0025, kl_mean 0.0017 seen), so the checks are equalities, not orderings."""
     summary, out = tiny_run
     report = json.loads((out / "eval.json").read_text())
     assert report == summary["stages"]["eval"]
     assert report["eval_rows"] == 16 and report["layer"] == summary["layer"]
-    assert isinstance(report["fve"]["mean_baseline"], float)
+    assert [report["fidelity"][c]["rows"] for c in ("warm_start", "rl")] == [8, 8]
+    target = load_causal_lm(str(out / "target")).eval()
+    check_eval_report_by_hand(report, out, target, load_tokenizer(str(out / "target")))
     for condition in ("warm_start", "rl"):
-        fve = report["fve"][condition]
-        assert fve["fve"] <= 1.0 and fve["fve_shuffled"] <= 1.0
-        assert 0.0 <= fve["failure_rate"] <= 1.0
-        kl = report["fidelity"][condition]
-        assert kl["rows"] == 8
-        for name in ("kl_nla", "kl_mean", "kl_shuffled"):
-            assert kl[name] >= 0.0
+        if report["fve"][condition]["failure_rate"] == 1.0:
+            assert report["attributes"][condition]["recall"] == 0.0  # nothing was said
     for condition in ("warm_start", "rl", "shuffled"):
         scores = report["attributes"][condition]
         assert scores["explanations_scored"] == 16

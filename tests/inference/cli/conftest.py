@@ -14,9 +14,6 @@ def model_args(quick_nla_dirs, target_dir) -> list[str]:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def tokens(quick_nla_dirs, target_dir, text) -> list[str]:  # noqa: F811
+def tokens(nla, text) -> list[str]:  # noqa: F811
     """The text's tokens as the NLA splits them."""
-    from nla_lightning.inference import NLA
-
-    nla = NLA.load(*quick_nla_dirs, target=str(target_dir))
     return nla.token_strings(nla.encode(text)[0])
