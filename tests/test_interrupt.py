@@ -106,7 +106,7 @@ def test_ctrl_c_in_a_warm_start_keeps_its_checkpoint_and_the_command_continues_i
         *TINY_RUN,
         "stage=av_sft",
         f"from_run={made}",
-        "sft.av.max_steps=400",
+        "sft.av.max_steps=80",
         "sft.av.checkpoint_every=5",
         "trainer.log_every_n_steps=1",
         f"hydra.run.dir={run}",
@@ -124,16 +124,16 @@ def test_ctrl_c_in_a_warm_start_keeps_its_checkpoint_and_the_command_continues_i
     assert message.startswith("av_sft stopped by Ctrl-C.") and "Traceback" not in err
     assert f"Its steps so far are in {checkpoint};" in message
     stopped_at = torch.load(checkpoint, weights_only=False)["global_step"]
-    assert 5 <= stopped_at < 400
+    assert 5 <= stopped_at < 80
 
     command = shlex.split(message.split("continue with: ")[1])
     done = run_python(command[1:], tmp_path, ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["stages"]["av_sft"]["steps"] == 400
+    assert summary["stages"]["av_sft"]["steps"] == 80
     import csv
 
     with open(run / "logs" / "av_sft" / "metrics.csv") as log:
         steps = [int(row["step"]) for row in csv.DictReader(log) if row.get("train/loss")]
-    assert steps and min(steps) >= stopped_at and max(steps) == 399
+    assert steps and min(steps) >= stopped_at and max(steps) == 79
     assert not checkpoint.exists()  # the stage finished: its checkpoint is gone

@@ -141,8 +141,11 @@ def test_rl_stage_resumes_from_a_previous_run(tiny_run, tmp_path):
     )
     summary = run(cfg)
     assert summary["stages"]["rl"]["steps"] == 4
-    # The curve starts where the checkpoint left off.
-    assert [p["step"] for p in summary["stages"]["rl"]["curve"]] == [2, 3, 4]
+    # The curve continues the one the checkpoint holds (the previous run's up to step 2).
+    curve = summary["stages"]["rl"]["curve"]
+    assert [p["step"] for p in curve] == [0, 1, 2, 3, 4]
+    before = json.loads((previous / "summary.json").read_text())["stages"]["rl"]["curve"]
+    assert curve[:3] == before[:3]
     assert "av_sft" not in summary["stages"]
 
 
