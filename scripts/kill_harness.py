@@ -216,7 +216,7 @@ def kill_points(
                         "data (extraction)",
                         stage,
                         lambda a: started_by(a.run, "data", a.pid),
-                        0.9 * (took - durations.get("writing", 0.0)),
+                        0.7 * (took - durations.get("writing", 0.0)),
                     )
                 )
                 points.append(
@@ -224,7 +224,7 @@ def kill_points(
                         "data (summary writing)",
                         stage,
                         lambda a: requests() > a.requests_before,
-                        0.9 * durations.get("writing", 1.0),
+                        0.7 * durations.get("writing", 1.0),
                     )
                 )
             elif stage in ("target", "av_sft", "ar_sft", "rl") and i % 2 == 0:
@@ -239,7 +239,7 @@ def kill_points(
             else:
                 points.append(
                     KillPoint(
-                        stage, stage, lambda a, s=stage: started_by(a.run, s, a.pid), 0.9 * took
+                        stage, stage, lambda a, s=stage: started_by(a.run, s, a.pid), 0.7 * took
                     )
                 )
     return points

@@ -37,9 +37,10 @@ def test_killed_in_every_stage_a_run_ends_where_an_uninterrupted_one_does(tmp_pa
         "eval",
     ]
     assert report["starts"] == len(kills) + 1 and report["finished"]
-    # Each kill came while a stage ran; nearly all in the stage aimed at (a short stage can end
-    # inside the random delay), and those after a checkpoint had one to continue from.
-    assert all(kill["landed_in"] != "finished" for kill in kills)
+    # Nearly every kill came in the stage aimed at (a short stage can end inside the random
+    # delay), and those after a checkpoint had one to continue from.
+    # (A machine that speeds up between the two runs can let a short last stage end first.)
+    assert sum(kill["landed_in"] == "finished" for kill in kills) <= 1
     on_target = [k for k in kills if k["aimed_at"].split()[0] == k["landed_in"]]
     assert len(on_target) >= len(kills) - 2
     assert all(k["checkpoint"] for k in on_target if k["landed_in"] in CHECKPOINTED)
