@@ -9,18 +9,9 @@ from nla_lightning.core.verbalizer import ActivationVerbalizer
 from nla_lightning.settings import RLSettings
 from nla_lightning.training.reference import ReferencePolicy
 from nla_lightning.training.rl import NLARLModule
-from tests.training.rl_by_hand import RecordingRL, deltas, relative_error
+from tests.training.rl_by_hand import TRAINER, RecordingRL, deltas, relative_error
 
 MODELS = ("av", "ar")
-TRAINER = {
-    "accelerator": "cpu",
-    "devices": 1,
-    "max_epochs": -1,
-    "enable_progress_bar": False,
-    "logger": False,
-    "enable_checkpointing": False,
-    "enable_model_summary": False,
-}
 
 
 def make_module(warm_nla, colour_mapping, reference="none", module_class=NLARLModule, **overrides):
