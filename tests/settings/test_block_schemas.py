@@ -266,3 +266,28 @@ def test_the_trainer_schema_speaks_lightnings_names():
         assert key in parameters, key
     for key in [*REFUSED_TRAINER_KEYS, *STAGE_TRAINER_KEYS]:
         assert key in parameters, key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["+logger.flush_secs=5"], "logger has unknown keys ['flush_secs']: CSVLogger takes"),
+        (["+logger.version=x"], "logger.version='x': each stage logs under its own version"),
+        (
+            ["logger._target_=lightning.pytorch.loggers.NoSuchLogger"],
+            "logger._target_=lightning.pytorch.loggers.NoSuchLogger: cannot be imported",
+        ),
+        (["logger._target_=csv"], "logger._target_='csv': expected a logger class"),
+    ],
+)
+def test_the_logger_block_is_held_to_its_class(overrides, expected, tmp_path):
+    with pytest.raises(NLAConfigError) as refused:
+        validate(plain(overrides, tmp_path))
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_logger_that_takes_any_keyword_passes_them_on(tmp_path):
+    # TensorBoardLogger(**kwargs) hands other keys to its writer: not ours to refuse.
+    settings = validate(plain(["logger=tensorboard", "+logger.flush_secs=5"], tmp_path))
+    assert settings.logger["flush_secs"] == 5
+    assert validate(plain(["logger=none"], tmp_path)).logger is None

@@ -158,6 +158,7 @@ GROUPS = {
     "finetune": "finetune@model.train",
     "writer": "writer",
     "trainer": "trainer",
+    "logger": "logger",
 }
 
 

@@ -12,6 +12,7 @@ from nla_lightning.errors import NLAConfigError
 from nla_lightning.settings import checks
 from nla_lightning.settings.data import DATA_SETTINGS, CorpusDataSettings, ToyDataSettings
 from nla_lightning.settings.evaluation import EvalSettings
+from nla_lightning.settings.logger import logger_settings
 from nla_lightning.settings.model import REFERENCE_MODES, model_settings
 from nla_lightning.settings.rl import RLSettings
 from nla_lightning.settings.sft import SFTSettings, WarmStartSettings
@@ -142,7 +143,7 @@ def validate(cfg: dict[str, Any]) -> RunSettings:
         model=cfg["model"],
         trainer=cfg["trainer"],
         writer=cfg["writer"],
-        logger=cfg.get("logger") or None,
+        logger=logger_settings(cfg.get("logger")),
         cache_dir=cfg["paths"].get("cache_dir"),
         verbose=checks.boolean("verbose", cfg.get("verbose", False)),
     )
