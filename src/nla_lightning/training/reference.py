@@ -6,7 +6,7 @@ import torch
 
 from nla_lightning.core.verbalizer import ActivationVerbalizer
 from nla_lightning.errors import NLAConfigError
-from nla_lightning.settings.run import REFERENCE_MODES
+from nla_lightning.settings.model import REFERENCE_MODES
 
 REFERENCE_ADAPTER = "reference"
 
