@@ -31,8 +31,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from nla_lightning.core.families import text_config
-from nla_lightning.settings.rl import RLSettings
 from nla_lightning.settings.model import REFERENCE_MODES
+from nla_lightning.settings.rl import RLSettings
 
 GIB = 2**30
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64  # packed 4-bit weight + fp32 absmax per 64-weight block
