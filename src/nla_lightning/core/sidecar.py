@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from nla_lightning.core.files import write_text_atomically
 from nla_lightning.core.meta import META_FILENAME, NLAMeta
 from nla_lightning.core.templates import REFERENCE_CRITIC_TEMPLATE
 from nla_lightning.errors import NLAConfigError
@@ -375,7 +376,4 @@ def dataset_sidecar(
 
 def write_yaml(data: dict[str, Any], path: Path) -> Path:
     """Write a sidecar mapping atomically (the file is whole or absent)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomically(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nla_lightning.core.files import write_text_atomically
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.stages.run_dir import RunDir
 
@@ -31,9 +32,7 @@ NOT_COMPARED = (
 def write_json_atomically(path: Path, value: Any) -> None:
     """Whole or absent: a kill while writing leaves the previous file (or none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(value, indent=2, default=str))
 
 
 def comparable(cfg: dict[str, Any]) -> dict[str, Any]:

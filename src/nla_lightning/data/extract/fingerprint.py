@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from nla_lightning.core.files import write_text_atomically
 from nla_lightning.data.extract.manifest import Manifest
 from nla_lightning.errors import NLAConfigError
 
@@ -54,9 +54,7 @@ def save_sources(out_dir: Path, files: dict[str, list[int]] | None) -> None:
     if files is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(files, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(files, indent=1, sort_keys=True))
 
 
 def load_sources(out_dir: Path) -> dict[str, list[int]] | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nla_lightning.core.files import write_text_atomically
 from nla_lightning.errors import NLAConfigError
 
 MANIFEST_NAME = "progress.json"
@@ -29,11 +29,8 @@ class Manifest:
 
     def save(self, out_dir: Path) -> Path:
         """Write atomically: a reader sees the old manifest or the new one, never half."""
-        path = Path(out_dir) / MANIFEST_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(asdict(self), indent=2, sort_keys=True)
+        return write_text_atomically(Path(out_dir) / MANIFEST_NAME, text)
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest | None:
