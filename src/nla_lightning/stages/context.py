@@ -64,8 +64,7 @@ class StageContext:
         from nla_lightning.training.interrupt import GracefulStop
 
         kept = f"Its steps so far are in {checkpoint}; " if checkpoint else ""
-        hint = kept + self.continue_hint()
-        return GracefulStop(stage, lambda _trainer, _module: hint, on_stop)
+        return GracefulStop(stage, kept + self.continue_hint(), on_stop)
 
     def find(self, relative: str) -> Path | None:
         """A run-relative path in this run, else in from_run; None where neither has it."""

@@ -18,16 +18,16 @@ from nla_lightning.errors import RunInterrupted
 
 class GracefulStop(L.Callback):
     """Stops a fit at a step boundary on the first SIGINT, calls `on_stop(trainer, module)`
-    (a checkpoint, for RL), then raises RunInterrupted with `how_to_resume(trainer, module)`."""
+    (the stage's checkpoint), then raises RunInterrupted with `hint` (how to go on)."""
 
     def __init__(
         self,
         stage: str,
-        how_to_resume: Callable[[L.Trainer, Any], str],
+        hint: str,
         on_stop: Callable[[L.Trainer, Any], None] | None = None,
     ) -> None:
         self.stage = stage
-        self.how_to_resume = how_to_resume
+        self.hint = hint
         self.on_stop = on_stop
         self.requested = False
         self._previous: Any = None
@@ -65,8 +65,7 @@ class GracefulStop(L.Callback):
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
         self._restore()
         if self.requested:
-            hint = self.how_to_resume(trainer, module)
-            raise RunInterrupted(f"{self.stage} stopped by Ctrl-C. {hint}")
+            raise RunInterrupted(f"{self.stage} stopped by Ctrl-C. {self.hint}")
 
     def on_exception(self, trainer: L.Trainer, module: Any, exception: BaseException) -> None:
         self._restore()

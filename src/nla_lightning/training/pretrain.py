@@ -103,7 +103,7 @@ def build_toy_target(
         gradient_clip_val=pretrain.get("gradient_clip_val"),
         progress=StageProgress("target", pretrain["steps"], "train/loss"),
         callbacks=[
-            *resumable_fit(checkpoint, pretrain["checkpoint_every"], data, pretrain["batch_size"]),
+            *resumable_fit(checkpoint, pretrain["checkpoint_every"], data),
             *(callbacks or []),
         ],
     )

@@ -117,7 +117,7 @@ def fit_and_validate(
     (last training loss, validation metrics). `checkpoint`: a mid-fit checkpoint every
     hp.checkpoint_every steps; when an earlier attempt left it, the fit continues from it."""
     train_loader = loader(train, hp.batch_size, pad_id, shuffle=True, seed=seed)
-    saver = resumable_fit(checkpoint, hp.checkpoint_every, train_loader, hp.batch_size)
+    saver = resumable_fit(checkpoint, hp.checkpoint_every, train_loader)
     trainer = make_trainer(
         trainer_cfg,
         hp.max_steps,
@@ -135,11 +135,10 @@ def fit_and_validate(
     return train_loss, metrics
 
 
-def resumable_fit(
-    checkpoint: Path | None, every: int, data: DataLoader, batch_size: int
-) -> list[StepCheckpoint]:
-    """The mid-fit checkpoint callback for a loader built by `loader` (none without a path)."""
+def resumable_fit(checkpoint: Path | None, every: int, data: DataLoader) -> list[StepCheckpoint]:
+    """The mid-fit checkpoint callback for `data`, a loader shuffled by an EpochSeededSampler
+    (none without a path)."""
     if checkpoint is None:
         return []
     sampler = data.sampler if isinstance(data.sampler, EpochSeededSampler) else None
-    return [StepCheckpoint(checkpoint, every, sampler, batch_size)]
+    return [StepCheckpoint(checkpoint, every, sampler, data.batch_size)]
