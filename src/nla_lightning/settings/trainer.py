@@ -80,7 +80,8 @@ class TrainerSettings:
     precision: str | int = "32-true"
     log_every_n_steps: int = 50
     enable_progress_bar: bool = True  # false: no stage bars either
-    strategy: str = "auto"  # e.g. ddp, ddp_spawn, fsdp (Lightning's registry names)
+    # Lightning's registry names (ddp, ddp_spawn, ...), or fsdp: FSDP2 (training/sharded_strategy.py)
+    strategy: str = "auto"
     num_nodes: int = 1
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from nla_lightning.training.memory import rl_estimate
 from nla_lightning.training.progress import StageProgress
 from nla_lightning.training.resumable import existing
 from nla_lightning.training.rl import NLARLModule
+from nla_lightning.training.sharded_strategy import resolve_strategy
 from nla_lightning.training.trainer import device_of, make_logger, stage_bar
 
 NAME = "rl"
@@ -77,7 +78,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         hp.checkpoint_every,
         ctx.run.rl_exports if hp.export_every_checkpoint else None,
     )
-    options = dict(settings.trainer)
+    options = resolve_strategy(dict(settings.trainer))
     bar = StageProgress("rl", hp.steps, "fve", done=lambda _trainer, m: m.steps_done)
     last = ctx.run.rl_checkpoints / "last.ckpt"
     stop = ctx.graceful_stop(NAME, on_stop=checkpoints.save, checkpoint=last)

@@ -17,6 +17,7 @@ from typing import Any
 from nla_lightning.core.files import write_text_atomically
 from nla_lightning.errors import NLAConfigError
 from nla_lightning.stages.run_dir import RunDir
+from nla_lightning.training.checkpointing import remove_checkpoint
 
 # Keys that do not change what a run computes: they may differ between starts of one run.
 NOT_COMPARED = (
@@ -98,5 +99,5 @@ class RunState:
     def finish(self, stage: str, result: dict[str, Any]) -> None:
         """Record `stage` as done; its mid-stage checkpoint is no longer needed."""
         write_json_atomically(self.run.stage_result(stage), result)
-        self.run.stage_checkpoint(stage).unlink(missing_ok=True)
+        remove_checkpoint(self.run.stage_checkpoint(stage))
         self.run.stage_started(stage).unlink(missing_ok=True)

@@ -23,8 +23,9 @@ def log_held_out(logger: Any, step: int, result: dict[str, float]) -> None:
 class HeldOutCurve(L.Callback):
     """Evaluates when RL starts (at step 0 the stage's own `start` scores are reused; a resumed
     run continues the curve its checkpoint holds) and every `every` steps, on global rank 0
-    (the other ranks skip: evaluation has no collective operations). The point after RL is
-    logged by the stage itself, which evaluates it anyway for the summary."""
+    (the other ranks skip: evaluation has no collective operations; with sharded models they
+    only join in gathering the AV and AR whole first). The point after RL is logged by the
+    stage itself, which evaluates it anyway for the summary."""
 
     def __init__(
         self, evaluate: Callable[[], dict[str, float]], every: int, start: dict[str, float]
@@ -37,12 +38,12 @@ class HeldOutCurve(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
         # By now a resumed run has its checkpoint's weights, step counter and (from this
         # callback's state) the curve so far; a checkpoint without that curve is scored here.
-        if trainer.is_global_zero:
-            step = module.steps_done
-            if step == 0:
+        step = module.steps_done
+        if step == 0:
+            if trainer.is_global_zero:
                 self._record(trainer, step, self.start)
-            elif not self.curve:
-                self._record(trainer, step, self.evaluate())
+        elif self._agreed(trainer, not self.curve):
+            self._evaluate(trainer, module, step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": self.curve}
@@ -53,11 +54,20 @@ class HeldOutCurve(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *_args: Any) -> None:
         step = module.steps_done
         last = step >= module.hp.steps
-        if not self.every or step % self.every or last or not trainer.is_global_zero:
+        if not self.every or step % self.every or last:
             return
-        if self.curve and self.curve[-1]["step"] == step:
-            return
-        self._record(trainer, step, self.evaluate())
+        if self._agreed(trainer, not (self.curve and self.curve[-1]["step"] == step)):
+            self._evaluate(trainer, module, step)
+
+    @staticmethod
+    def _agreed(trainer: L.Trainer, due: bool) -> bool:
+        """Rank 0's decision, on every rank (only rank 0 holds the curve)."""
+        return bool(trainer.strategy.broadcast(due))
+
+    def _evaluate(self, trainer: L.Trainer, module: Any, step: int) -> None:
+        with module.gathered():
+            if trainer.is_global_zero:
+                self._record(trainer, step, self.evaluate())
 
     def _record(self, trainer: L.Trainer, step: int, result: dict[str, float]) -> None:
         self.curve.append({"step": step, **result})

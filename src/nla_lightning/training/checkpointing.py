@@ -21,11 +21,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Remove a checkpoint: a file, a link, or a directory of shards (trainer.strategy=fsdp)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
-    """Make `target` a hard link to `source` (a copy where the filesystem has no hard links),
-    swapped in atomically so `target` is always whole."""
+    """Make `target` a hard link to `source` (a copy where the filesystem has no hard links;
+    a relative symbolic link where `source` is a directory of shards), swapped in atomically
+    so `target` is always whole."""
     tmp = target.with_name(target.name + ".tmp")
-    tmp.unlink(missing_ok=True)
+    remove_checkpoint(tmp)
+    if source.is_dir():
+        tmp.symlink_to(source.name)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return
     try:
         os.link(source, tmp)
     except OSError:

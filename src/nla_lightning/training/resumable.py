@@ -105,5 +105,6 @@ def checkpoint_plugins() -> list[Any]:
 
 
 def existing(path: Path) -> str | None:
-    """`path` as a `ckpt_path` when an earlier attempt left it, else None (a fresh fit)."""
-    return str(path) if path.is_file() else None
+    """`path` as a `ckpt_path` when an earlier attempt left it (a file, or a directory of
+    shards under trainer.strategy=fsdp), else None (a fresh fit)."""
+    return str(path) if path.exists() else None

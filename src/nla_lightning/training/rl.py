@@ -38,8 +38,9 @@ from nla_lightning.training.grpo import (
 )
 from nla_lightning.training.reference import ReferencePolicy
 from nla_lightning.training.rl_metrics import example_rows, step_metrics
+from nla_lightning.training.rl_optimisers import count_bad_step, rl_optimisers
 from nla_lightning.training.rl_schedule import StepIndices, batch_rows, seed_for
-from nla_lightning.training.sft import warmup_cosine
+from nla_lightning.training.sharding import data_parallel_ranks, gathered, is_sharded, shard
 
 
 class NLARLModule(L.LightningModule):
@@ -85,14 +86,29 @@ class NLARLModule(L.LightningModule):
     def steps_done(self, value: int) -> None:
         self.step_count.fill_(value)
 
+    def configure_model(self) -> None:
+        """`trainer.strategy=fsdp`: the AV, the AR and a full-precision frozen reference sharded
+        over the ranks (an NF4 reference stays whole on each rank: 4-bit weights do not shard)."""
+        ranks = data_parallel_ranks(self)
+        if ranks is None or is_sharded(self.av):
+            return
+        shard(self.av.model, ranks)
+        shard(self.ar, ranks, blocks_of=self.ar.backbone)
+        if self.reference.mode == "frozen":
+            shard(self.reference.frozen.model, ranks)
+
+    def gathered(self):
+        """The AV and AR whole on every rank (collective), for the held-out curve."""
+        return gathered([self.av, self.ar])
+
     def on_fit_start(self) -> None:
         # from_pretrained returns eval-mode models; the policy and AR train (the reference not).
         self.train()
         disable_dropout(self.av, self.ar)
 
     def on_train_start(self) -> None:
-        # By now the strategy has wrapped the module (DDP) and the process group exists.
-        self.distributed = GradientSync(self.trainer.strategy)
+        # By now the strategy has wrapped (DDP) or sharded the module; the process group exists.
+        self.distributed = GradientSync(self.trainer.strategy, sharded=is_sharded(self.av))
 
     def on_fit_end(self) -> None:
         # Written by rank 0 itself: with spawned ranks the main process never sees the list.
@@ -129,7 +145,7 @@ class NLARLModule(L.LightningModule):
         times["ar"] = time.perf_counter()
         av_stats = self.update_av(rollout, activations, rewards, av_opt)
         times["av"] = time.perf_counter()
-        self._count_bad_step()
+        self.bad_steps = count_bad_step(self.bad_steps, self._skipped, self.hp.max_bad_steps)
         self.steps_done = step + 1
         self.log_step(step, rollout, rewards, mse, valid, ar_loss, av_stats, times)
         if self.steps_done >= self.hp.steps:
@@ -139,13 +155,16 @@ class NLARLModule(L.LightningModule):
     def rollout(self, activations: torch.Tensor) -> Rollout:
         """(i) G explanations per activation from the current AV."""
         self.av.eval()
-        rollout = self.av.sample(
-            activations,
-            group_size=self.hp.group_size,
-            max_new_tokens=self.hp.max_new_tokens,
-            temperature=self.hp.temperature,
-            compile=self.hp.compile_rollout,
-        )
+        # Sharded: each rank stops sampling when its own responses end, so the AV is gathered
+        # whole first and its forwards wait on no other rank.
+        with gathered([self.av]):
+            rollout = self.av.sample(
+                activations,
+                group_size=self.hp.group_size,
+                max_new_tokens=self.hp.max_new_tokens,
+                temperature=self.hp.temperature,
+                compile=self.hp.compile_rollout and not self.distributed.lockstep,
+            )
         self.av.train()
         return rollout
 
@@ -208,19 +227,33 @@ class NLARLModule(L.LightningModule):
         optimizer.zero_grad()
         total, finite = 0.0, True
         chunk = self.hp.ar_micro_batch or max(len(index), 1)
-        for start in range(0, len(index), chunk):
-            part = index[start : start + chunk]
+        parts = [index[start : start + chunk] for start in range(0, len(index), chunk)]
+        # The loss is the mean over the valid rows of ALL ranks: ranks with more valid rows
+        # weigh more (as the same batch in one process would).
+        share = self.distributed.share(len(index))
+        for part in parts:
             per_sample = self._ar_mse([rows[i] for i in part], targets[part])
             mse[part] = per_sample.detach()
             loss = self.ar_objective(per_sample) * (len(part) / len(index))
-            # After a non-finite chunk the rest are still scored (their rewards), not trained.
-            if finite and finite_or_none(loss):
-                self.manual_backward(loss)
+            finite = finite and finite_or_none(loss)
+            # After a non-finite chunk the rest are still scored (their rewards), not trained
+            # (sharded: still back-propagated, every rank must; the step is skipped anyway).
+            if finite or self.distributed.lockstep:
+                self.manual_backward(loss * share)
+            if finite:
                 total += float(loss.detach())
-            else:
-                finite = False
+        if self.distributed.lockstep:
+            for _ in range(self.distributed.largest(len(parts)) - len(parts)):
+                self._blank_ar_pass()
         rewards = rewards_from_mse(mse, valid, kind=self.hp.reward)
         return rewards, mse, valid, self._step_ar(finite, bool(index), total, optimizer)
+
+    def _blank_ar_pass(self) -> None:
+        """AR forward and backward on one padding token, weight 0: a sharded rank with fewer
+        valid explanations still joins every gather and gradient reduction of the others."""
+        pad = self.ar.tokenizer.pad_token_id
+        ids = torch.full((1, 1), pad, dtype=torch.long, device=self.device)
+        self.manual_backward(self.ar(ids, torch.ones_like(ids)).sum() * 0.0)
 
     def _step_ar(self, finite: bool, any_valid: bool, total: float, optimizer: Any):
         # Every rank takes the same decision, so the collective gradient sync never deadlocks.
@@ -254,6 +287,10 @@ class NLARLModule(L.LightningModule):
         def rows(part: slice) -> torch.Tensor:
             return vectors[part.start // shared : part.stop // shared]
 
+        # The step's loss is the global batch's (module doc of distributed.py): this rank's
+        # part weighted by its share of the normaliser, and by the longest response anywhere.
+        weight = self.distributed.loss_weight(self.hp.aggregation, mask)
+        max_length = self.distributed.largest(ids.shape[1])
         old = [None] * len(chunks)
         refs = [
             self.reference.logprobs(self.av, rows(c), ids[c], mask[c], group_size=shared)
@@ -278,11 +315,11 @@ class NLARLModule(L.LightningModule):
                     beta=self.hp.beta,
                     clip_eps=self.hp.clip_eps,
                     aggregation=self.hp.aggregation,
-                    max_length=ids.shape[1],
+                    max_length=max_length,
                     kl_estimator=self.hp.kl_estimator,
                 )
                 share = chunk_weight(self.hp.aggregation, mask[part], mask)
-                loss = out.loss * share
+                loss = out.loss * share * weight
                 if not self.distributed.all_true(finite_or_none(loss)):
                     self._skip("AV loss", optimizer)
                     return None
@@ -315,20 +352,6 @@ class NLARLModule(L.LightningModule):
         warnings.warn(f"step {self.steps_done}: non-finite {what}; update skipped", stacklevel=2)
         return None
 
-    def _count_bad_step(self) -> None:
-        """A step with any skipped update (AR, AV or both) is one bad step; a clean one resets
-        the count; `max_bad_steps` bad steps in a row stop the run."""
-        if not self._skipped:
-            self.bad_steps = 0
-            return
-        self.bad_steps += 1
-        if self.bad_steps >= self.hp.max_bad_steps:
-            what = " and ".join(dict.fromkeys(self._skipped))
-            raise RuntimeError(
-                f"{self.bad_steps} RL steps in a row had a NaN/inf {what}: training diverged. "
-                "Lower rl.av_lr / rl.ar_lr, raise rl.beta, or resume from the last checkpoint"
-            )
-
     # ---- logging ------------------------------------------------------------------------
     def log_step(self, step, rollout, rewards, mse, valid, ar_loss, av_stats, times) -> None:
         g = self.hp.group_size
@@ -358,19 +381,7 @@ class NLARLModule(L.LightningModule):
 
     # ---- optimisers and state -----------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hp
-        av_params = [p for p in self.av.parameters() if p.requires_grad]
-        ar_params = [p for p in self.ar.parameters() if p.requires_grad]
-        adam = {"betas": tuple(hp.adam_betas), "eps": hp.adam_eps, "weight_decay": hp.weight_decay}
-        av_opt = torch.optim.AdamW(av_params, lr=hp.av_lr, **adam)
-        ar_opt = torch.optim.AdamW(ar_params, lr=hp.ar_lr, **adam)
-        schedules = [
-            torch.optim.lr_scheduler.LambdaLR(
-                opt, warmup_cosine(hp.warmup_steps, hp.steps, floor=1.0)
-            )
-            for opt in (av_opt, ar_opt)
-        ]
-        return [av_opt, ar_opt], schedules
+        return rl_optimisers(self.av, self.ar, self.hp)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nla_rl"] = {"bad_steps": self.bad_steps}

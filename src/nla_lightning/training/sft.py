@@ -12,6 +12,7 @@ from nla_lightning.core.activations import normalised_mse
 from nla_lightning.core.metrics import FVE
 from nla_lightning.core.reconstructor import ActivationReconstructor
 from nla_lightning.core.verbalizer import ActivationVerbalizer
+from nla_lightning.training.sharding import data_parallel_ranks, is_sharded, shard
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
@@ -68,6 +69,11 @@ class AVSFTModule(_WarmStartModule):
         super().__init__(**optimiser)
         self.av = av
 
+    def configure_model(self) -> None:
+        ranks = data_parallel_ranks(self)  # trainer.strategy=fsdp
+        if ranks is not None and not is_sharded(self.av.model):
+            shard(self.av.model, ranks)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.av.sft_loss(batch["activations"], batch["ids"], batch["mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["ids"].shape[0])
@@ -89,6 +95,11 @@ class ARSFTModule(_WarmStartModule):
         self.ar = ar
         self.val_fve = FVE(ar.meta.d_model, ar.meta.mse_scale)
         self.val_fve_shuffled = FVE(ar.meta.d_model, ar.meta.mse_scale)
+
+    def configure_model(self) -> None:
+        ranks = data_parallel_ranks(self)  # trainer.strategy=fsdp
+        if ranks is not None and not is_sharded(self.ar):
+            shard(self.ar, ranks, blocks_of=self.ar.backbone)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         prediction = self.ar(batch["ids"], batch["mask"])

@@ -20,6 +20,7 @@ from nla_lightning.training.resumable import (
     checkpoint_plugins,
     existing,
 )
+from nla_lightning.training.sharded_strategy import resolve_strategy
 
 
 def make_trainer(
@@ -41,12 +42,8 @@ def make_trainer(
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     # Resuming mid-epoch is exact here: the sampler skips the batches done (resumable.py).
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
-    options = {k: v for k, v in trainer_cfg.items() if k not in ("device",)}
+    options = resolve_strategy({k: v for k, v in trainer_cfg.items() if k not in ("device",)})
     callbacks = [*stage_bar(options, progress), *(callbacks or [])]
-    if str(options.get("strategy", "")).endswith("spawn"):
-        # Spawned ranks receive the module through shared memory; file descriptors of empty
-        # storages fail to map in some containers, files always work.
-        torch.multiprocessing.set_sharing_strategy("file_system")
     return L.Trainer(
         plugins=checkpoint_plugins(),
         max_steps=max_steps,

@@ -1,0 +1,79 @@
+"""Sharding the AV and AR with FSDP2 (`torch.distributed.fsdp.fully_shard`), and gathering
+them whole for work that must not wait on other ranks.
+
+Each transformer block is one FSDP unit and the rest of a model (embeddings, final norm, LM or
+value head) the model's root unit: a forward all-gathers one unit's parameters at a time and a
+backward reduce-scatters (averages) its gradients. Every rank must therefore run the same
+sequence of forwards and backwards; where ranks do different amounts of work (sampling stops
+when the rank's own responses are done, the held-out curve runs on rank 0 only) the models are
+gathered whole first (`gathered`), so their forwards need no collective at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from torch import nn
+
+from nla_lightning.core.activations import decoder_layers
+
+
+def fsdp_units(model: nn.Module) -> list[Any]:
+    """The FSDP2 units inside `model` (itself included), outermost first."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return bool(fsdp_units(model))
+
+
+def shard(model: nn.Module, mesh: Any, blocks_of: nn.Module | None = None) -> None:
+    """Shard `model` over the data-parallel `mesh`: every decoder block of `blocks_of` (default
+    `model`) a unit, then `model` itself. The root unit keeps its parameters gathered from its
+    forward to its backward (they are needed again at once); the blocks free theirs."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in decoder_layers(blocks_of if blocks_of is not None else model):
+        fully_shard(block, mesh=mesh, reshard_after_forward=True)
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
+
+
+@contextmanager
+def _whole(model: nn.Module) -> Iterator[None]:
+    units = fsdp_units(model)
+    if not units:
+        yield
+        return
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+        # Back to `shard`'s settings: blocks free their gathered parameters after a forward.
+        units[0].set_reshard_after_forward(False, recurse=False)
+        for unit in units[1:]:
+            unit.set_reshard_after_forward(True, recurse=False)
+
+
+@contextmanager
+def gathered(models: Iterable[nn.Module]) -> Iterator[None]:
+    """Inside: the sharded `models` hold every parameter whole on every rank and their forwards
+    communicate with no other rank (entering and leaving are collective: every rank must).
+    For no-grad work only: sampling, scoring, evaluation. A no-op for unsharded models."""
+    with ExitStack() as stack:
+        for model in models:
+            stack.enter_context(_whole(model))
+        yield
+
+
+def data_parallel_ranks(module: Any) -> Any:
+    """The data-parallel device mesh a LightningModule's strategy set up (`trainer.strategy=
+    fsdp`), or None: then `configure_model` leaves the models whole."""
+    mesh = getattr(module, "device_mesh", None)
+    return None if mesh is None else mesh["data_parallel"]

@@ -1,0 +1,100 @@
+"""Sharded RL (`trainer.strategy=fsdp`: FSDP2 over 2 CPU processes with gloo) against the same
+steps in one process on the same global batch, and resume from a sharded checkpoint."""
+
+import lightning as L
+import pytest
+import torch
+
+from nla_lightning.core.padding import pad_right
+from nla_lightning.core.verbalizer import Rollout
+from nla_lightning.training.checkpointing import RLCheckpoint
+from nla_lightning.training.rl import NLARLModule
+from nla_lightning.training.rl_schedule import seed_for
+from nla_lightning.training.sharded_strategy import resolve_strategy
+from tests.training.rl_by_hand import TRAINER
+from tests.training.test_rl import make_module
+
+RANKS = 2
+# Per rank: 2 activations x a group of 3; one process takes the 4 of both ranks at once.
+# AdamW's eps 1e-4 keeps its first steps smooth in the gradient (see the micro-batch test), so
+# float-rounding differences between the two runs stay float-sized.
+SETTINGS = {"steps": 2, "max_new_tokens": 16, "adam_eps": 1e-4, "seed": 5, "av_lr": 3e-3}
+
+
+class RollsOutLikeTwoRanks(NLARLModule):
+    """One process, the global batch of both ranks: its rollout sampled half by half with each
+    rank's seed, as the two ranks sample theirs. Everything else is the module's own."""
+
+    def rollout(self, activations: torch.Tensor) -> Rollout:
+        parts = []
+        for rank, half in enumerate(activations.chunk(RANKS)):
+            torch.manual_seed(seed_for(self.hp.seed, "step", self.steps_done, rank))
+            parts.append(super().rollout(half))
+        # Each half padded to its own longest response: padded again to the longer one.
+        ids = pad_right([r for p in parts for r in p.response_ids.tolist()], self.av.pad_id)[0]
+        mask = pad_right([r for p in parts for r in p.response_mask.tolist()], 0)[0]
+        texts = [t for p in parts for t in p.texts]
+        return Rollout(
+            ids,
+            mask.to(parts[0].response_mask.dtype),
+            texts,
+            sum((p.explanations for p in parts), []),
+        )
+
+
+def sharded(checkpoints=None):
+    """A Trainer of 2 ranks under trainer.strategy=fsdp, forked (no second import of torch)."""
+    options = resolve_strategy({**TRAINER, "devices": RANKS, "strategy": "fsdp"})
+    options["strategy"].start_method = "fork"
+    return L.Trainer(callbacks=[checkpoints] if checkpoints else [], **options)
+
+
+@pytest.fixture(scope="module")
+def sharded_run(warm_nla, colour_mapping, tmp_path_factory):
+    """2 RL steps on 2 ranks (a sharded checkpoint after each), the weights gathered back."""
+    directory = tmp_path_factory.mktemp("fsdp")
+    module = make_module(warm_nla, colour_mapping, batch_size=2, **SETTINGS)
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    sharded(RLCheckpoint(directory, every=1)).fit(module)
+    return module, directory
+
+
+def parameters(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def test_sharded_steps_equal_one_process_on_the_same_global_batch(
+    sharded_run, warm_nla, colour_mapping
+):
+    two_ranks, _ = sharded_run
+    assert two_ranks.steps_done == 2  # the step count and the gathered weights came back
+    one = make_module(
+        warm_nla, colour_mapping, module_class=RollsOutLikeTwoRanks, batch_size=4, **SETTINGS
+    )
+    start = parameters(one)
+    L.Trainer(**TRAINER).fit(one)
+    sharded_weights, single = parameters(two_ranks), parameters(one)
+    assert sharded_weights.keys() == single.keys() == start.keys()
+    for name in single:
+        moved = (single[name] - start[name]).abs().max()
+        differ = (sharded_weights[name] - single[name]).abs().max()
+        if moved > 0:
+            # The runs moved each weight the same way: by ~lr per step, equal to float rounding.
+            assert differ <= 1e-4 * moved + 1e-6, (name, float(differ), float(moved))
+        else:
+            assert differ == 0, name
+    moved_av = max((single[n] - start[n]).abs().max() for n in single if n.startswith("av."))
+    moved_ar = max((single[n] - start[n]).abs().max() for n in single if n.startswith("ar."))
+    assert moved_av > 1e-3 and moved_ar > 1e-4
+
+
+def test_sharded_checkpoint_resumes_to_the_same_weights(sharded_run, warm_nla, colour_mapping):
+    straight, directory = sharded_run
+    step_1 = directory / "step-1.ckpt"
+    assert step_1.is_dir() and len(list(step_1.glob("*.distcp"))) == RANKS  # one shard a rank
+    assert (directory / "last.ckpt").resolve() == (directory / "step-2.ckpt").resolve()
+    resumed = make_module(warm_nla, colour_mapping, batch_size=2, **SETTINGS)
+    sharded().fit(resumed, ckpt_path=str(step_1))
+    assert resumed.steps_done == 2
+    for name, value in parameters(straight).items():
+        torch.testing.assert_close(parameters(resumed)[name], value, rtol=0, atol=1e-6)
