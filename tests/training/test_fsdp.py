@@ -1,6 +1,8 @@
 """Sharded RL (`trainer.strategy=fsdp`: FSDP2 over 2 CPU processes with gloo) against the same
 steps in one process on the same global batch, and resume from a sharded checkpoint."""
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -11,6 +13,7 @@ from nla_lightning.training.checkpointing import RLCheckpoint
 from nla_lightning.training.rl import NLARLModule
 from nla_lightning.training.rl_schedule import seed_for
 from nla_lightning.training.sharded_strategy import resolve_strategy
+from tests.conftest import TINY_RUN, train_py
 from tests.training.rl_by_hand import TRAINER
 from tests.training.test_rl import make_module
 
@@ -44,8 +47,7 @@ class RollsOutLikeTwoRanks(NLARLModule):
 
 def sharded(checkpoints=None):
     """A Trainer of 2 ranks under trainer.strategy=fsdp, forked (no second import of torch)."""
-    options = resolve_strategy({**TRAINER, "devices": RANKS, "strategy": "fsdp"})
-    options["strategy"].start_method = "fork"
+    options = resolve_strategy({**TRAINER, "devices": RANKS, "strategy": "fsdp_fork"})
     return L.Trainer(callbacks=[checkpoints] if checkpoints else [], **options)
 
 
@@ -98,3 +100,41 @@ def test_sharded_checkpoint_resumes_to_the_same_weights(sharded_run, warm_nla, c
     assert resumed.steps_done == 2
     for name, value in parameters(straight).items():
         torch.testing.assert_close(parameters(resumed)[name], value, rtol=0, atol=1e-6)
+
+
+def max_difference(a_dir, b_dir) -> float:
+    from safetensors.torch import load_file
+
+    a, b = load_file(a_dir / "model.safetensors"), load_file(b_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_train_py_with_trainer_fsdp_equals_the_single_process_run(tiny_run, tmp_path):
+    """`python train.py trainer=fsdp` (2 ranks, half the batch each) from the tiny run's target
+    and data: warm starts equal to the single-process run's to float rounding (the ranks'
+    batches together are its batches); RL runs its steps (its rollouts are the ranks' own
+    samples, so it is compared in distribution: the exact RL comparison is the test above)."""
+    summary, single = tiny_run
+    args = [
+        *TINY_RUN,
+        "trainer=fsdp",
+        "trainer.strategy=fsdp_fork",
+        "stage.run=[av_sft,ar_sft,rl]",
+        f"from_run={single}",
+        "sft.av.batch_size=16",  # the smoke run's 32, over 2 ranks
+        "sft.ar.batch_size=16",
+        "rl.batch_size=1",
+        "rl.steps=3",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    done = train_py(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = json.loads((tmp_path / "summary.json").read_text())["stages"]
+    for side in ("av", "ar"):
+        assert max_difference(single / "checkpoints" / side, tmp_path / "checkpoints" / side) < 1e-5
+    assert sharded["av_sft"]["val_loss"] == pytest.approx(
+        summary["stages"]["av_sft"]["val_loss"], abs=1e-5
+    )
+    assert sharded["rl"]["steps"] == 3
+    assert max_difference(single / "checkpoints/rl/av", tmp_path / "checkpoints/rl/av") < 1e-2

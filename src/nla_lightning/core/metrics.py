@@ -60,8 +60,9 @@ def normalised_variance(targets: torch.Tensor, mse_scale: float) -> float:
 
 
 def fve(prediction: torch.Tensor, target: torch.Tensor, mse_scale: float) -> float:
-    """FVE of one set of predictions (convenience for evaluation code)."""
-    metric = FVE(target.shape[-1], mse_scale)
+    """FVE of one set of predictions (convenience for evaluation code), in this process alone:
+    rank 0 scores the held-out curve while the other ranks of a fit do not."""
+    metric = FVE(target.shape[-1], mse_scale, sync_on_compute=False)
     metric.update(prediction, target)
     return float(metric.compute())
 

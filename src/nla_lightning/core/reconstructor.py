@@ -198,7 +198,7 @@ class ActivationReconstructor(nn.Module):
             problem = None
             if row[-len(tail) :] != tail:
                 problem = (
-                    f"does not end with the critic suffix ids {tail} (it ends {row[-len(tail) :]}): "
+                    f"does not end with the critic suffix ids {tail} (it ends {row[-len(tail):]}): "
                     "its last characters merged with the template's suffix; end the explanation "
                     "with ordinary text"
                 )

@@ -80,7 +80,7 @@ class TrainerSettings:
     precision: str | int = "32-true"
     log_every_n_steps: int = 50
     enable_progress_bar: bool = True  # false: no stage bars either
-    # Lightning's registry names (ddp, ddp_spawn, ...), or fsdp: FSDP2 (training/sharded_strategy.py)
+    # Lightning's registry names (ddp, ddp_spawn, ...) or fsdp (training/sharded_strategy.py)
     strategy: str = "auto"
     num_nodes: int = 1
 

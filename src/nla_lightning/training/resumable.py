@@ -22,8 +22,12 @@ from nla_lightning.training.checkpointing import AtomicCheckpointIO
 class EpochSeededSampler(RandomSampler):
     """`RandomSampler(data, generator=Generator().manual_seed(seed))` as iterated once per epoch,
     but reproducible from the epoch number (Lightning calls `set_epoch`), and able to skip the
-    batches a resumed fit already trained on. A RandomSampler still, so under DDP Lightning
-    swaps in its DistributedSampler exactly as for `shuffle=True`."""
+    batches a resumed fit already trained on.
+
+    With several ranks (the stages' Trainers keep Lightning's DistributedSampler out) rank r of
+    W takes every W-th index of that same order from r on, the epoch cut to a multiple of W so
+    every rank runs as many batches: with W x the batch size of one process, the ranks' batches
+    together are exactly that process's batches."""
 
     def __init__(self, data_source: Sized, seed: int) -> None:
         super().__init__(data_source)
@@ -47,9 +51,22 @@ class EpochSeededSampler(RandomSampler):
         skip = 0
         if self._skip is not None and self._skip[0] == self.epoch:
             skip, self._skip = self._skip[1], None
-        for position, index in enumerate(super().__iter__()):
+        world, rank = ranks()
+        order = list(super().__iter__())
+        for position, index in enumerate(order[rank : len(order) - len(order) % world : world]):
             if position >= skip:
                 yield index
+
+    def __len__(self) -> int:
+        world, _ = ranks()
+        return super().__len__() // world
+
+
+def ranks() -> tuple[int, int]:
+    """(world size, rank) of the process group; (1, 0) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
 
 class StepCheckpoint(L.Callback):

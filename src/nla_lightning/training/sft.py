@@ -77,7 +77,16 @@ class AVSFTModule(_WarmStartModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.av.sft_loss(batch["activations"], batch["ids"], batch["mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["ids"].shape[0])
-        return loss
+        return loss * self._token_share(batch["mask"])
+
+    def _token_share(self, mask: torch.Tensor) -> float:
+        """Several ranks: the loss is a mean over the tokens of ALL ranks' batches, as one
+        process's would be (the ranks' gradients are averaged, hence the world size)."""
+        world = self.trainer.world_size
+        if world == 1:
+            return 1.0
+        local = mask.sum().to(torch.float64)
+        return float(world * local / self.trainer.strategy.reduce(local.clone(), reduce_op="sum"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         n = batch["ids"].shape[0]

@@ -22,6 +22,10 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 STRATEGY_NAME = "fsdp"
+# trainer.strategy names -> how ranks start on one machine without an external launcher (as
+# Lightning's ddp_spawn / ddp_fork): spawn is safe everywhere; fork skips each rank's imports
+# (seconds on the CPU) but cannot follow an initialised CUDA.
+START_METHODS = {"fsdp": "spawn", "fsdp_fork": "fork"}
 
 
 class _GatheringLauncher(_MultiProcessingLauncher):
@@ -84,13 +88,13 @@ class ShardedStrategy(ModelParallelStrategy):
 
 
 def resolve_strategy(options: dict[str, Any]) -> dict[str, Any]:
-    """Trainer options with `strategy: fsdp` replaced by the ShardedStrategy object (every
-    other strategy name is Lightning's own)."""
+    """Trainer options with `strategy: fsdp` (or fsdp_fork) replaced by the ShardedStrategy
+    object (every other strategy name is Lightning's own)."""
     strategy = options.get("strategy")
     if isinstance(strategy, str) and (strategy.endswith("spawn") or strategy == STRATEGY_NAME):
         # Spawned ranks receive the module through shared memory; file descriptors of empty
         # storages fail to map in some containers, files always work.
         torch.multiprocessing.set_sharing_strategy("file_system")
-    if strategy != STRATEGY_NAME:
+    if strategy not in START_METHODS:
         return options
-    return {**options, "strategy": ShardedStrategy()}
+    return {**options, "strategy": ShardedStrategy(start_method=START_METHODS[strategy])}

@@ -42,6 +42,8 @@ def make_trainer(
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     # Resuming mid-epoch is exact here: the sampler skips the batches done (resumable.py).
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    # Several ranks: each validates on all held-out rows, so there is nothing to synchronise.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
     options = resolve_strategy({k: v for k, v in trainer_cfg.items() if k not in ("device",)})
     callbacks = [*stage_bar(options, progress), *(callbacks or [])]
     return L.Trainer(
@@ -56,6 +58,9 @@ def make_trainer(
         gradient_clip_val=gradient_clip_val,
         accumulate_grad_batches=accumulate_grad_batches,
         callbacks=callbacks,
+        # Stage loaders split themselves between ranks (EpochSeededSampler) in the order one
+        # process would take; held-out validation runs whole on every rank.
+        use_distributed_sampler=False,
         **options,
     )
 
