@@ -13,6 +13,12 @@ from nla_lightning.settings import register_configs
 # The typed schemas (and defaults) of the sft/, rl/, eval/ and data/ groups.
 register_configs()
 
+# This script as it was started (`python train.py ...`: train.py), for command.txt. Read here,
+# not in main(): a submitit launcher (hydra/launcher=local or slurm) runs main() in a process
+# of its own, whose sys.argv[0] is submitit's entry point; main() travels there pickled by
+# value, with this string.
+SCRIPT = sys.argv[0]
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
@@ -45,7 +51,7 @@ def continue_command() -> str:
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
     pinned = [*overrides, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
-    return " ".join(["python", shlex.quote(sys.argv[0]), *map(shlex.quote, pinned)])
+    return " ".join(["python", shlex.quote(SCRIPT), *map(shlex.quote, pinned)])
 
 
 # A full disk or a read-only / quota-limited file system: the user's to fix, not a bug.
