@@ -244,3 +244,30 @@ def rl_estimate(av_dir: str, layer: int, train: dict[str, Any], hp: RLSettings) 
         rollout_batch=hp.batch_size * hp.group_size,
         gradient_checkpointing=train["gradient_checkpointing"],
     )
+
+
+def per_rank_gib(
+    config: Any, estimate: MemoryEstimate, ranks: int, reference: str, dtype_bytes: int = 2
+) -> float:
+    """GiB on each of `ranks` GPUs under trainer.strategy=fsdp (FSDP2), for the same global
+    batch as `estimate` (one GPU's): weights, gradients, AdamW moments and a `frozen`
+    reference sharded 1/ranks (an NF4 reference stays whole on every rank); then the larger of
+    the two phases of a step. Rollout: the AV gathered whole (sampling waits on no other rank)
+    plus 1/ranks of the rollout's KV cache. Update: one micro-batch's activations (the same
+    micro-batch per rank) plus two gathered blocks (the one running, the next prefetched)."""
+    if ranks < 1:
+        raise ValueError(f"ranks={ranks}, expected >= 1")
+    whole_reference = estimate.reference if reference == "quantized_4bit" else 0.0
+    shared = (
+        estimate.policy
+        + estimate.ar
+        + estimate.optimizer
+        + estimate.gradients
+        + estimate.reference
+        - whole_reference
+    )
+    states = shared / ranks + whole_reference
+    rollout = states + estimate.policy * (ranks - 1) / ranks + estimate.kv_cache / ranks
+    block = sum(_block_parameters(config)) * dtype_bytes / GIB
+    update = states + estimate.activations + 2 * block
+    return max(rollout, update)

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from nla_lightning.core.activations import decoder_layers
+from nla_lightning.errors import NLAConfigError
 
 
 def fsdp_units(model: nn.Module) -> list[Any]:
@@ -36,6 +37,12 @@ def shard(model: nn.Module, mesh: Any, blocks_of: nn.Module | None = None) -> No
     forward to its backward (they are needed again at once); the blocks free theirs."""
     from torch.distributed.fsdp import fully_shard
 
+    quantised = [n for n, p in model.named_parameters() if type(p).__name__ == "Params4bit"]
+    if quantised:
+        raise NLAConfigError(
+            f"trainer.strategy=fsdp cannot shard 4-bit weights ({quantised[0]}, ...): train in "
+            "full precision (model.train.av_mode / ar_mode = full or lora) or use trainer=ddp"
+        )
     for block in decoder_layers(blocks_of if blocks_of is not None else model):
         fully_shard(block, mesh=mesh, reshard_after_forward=True)
     fully_shard(model, mesh=mesh, reshard_after_forward=False)
