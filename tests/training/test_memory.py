@@ -12,6 +12,7 @@ from nla_lightning.training.memory import (
     ALL_LINEAR,
     GIB,
     MemoryEstimate,
+    _block_parameters,
     count_parameters,
     estimate_memory,
     lora_parameters,
@@ -213,3 +214,29 @@ def test_table_and_total():
     assert lines[2].split()[1] == "2.2" and lines[-1].split()[1] == "21.1"
     assert len({len(line) for line in lines}) == 1  # aligned columns
     assert est.fits(21.1) and not est.fits(21.0)
+
+
+def test_per_rank_estimate_divides_the_states_and_keeps_what_sharding_cannot():
+    from nla_lightning.training.memory import per_rank_gib
+
+    config = qwen25_7b()
+    full = estimate_memory(config, 20, reference="frozen", micro_batch=32, seq_len=278)
+    block = sum(_block_parameters(config)) * 2 / GIB
+    states = full.policy + full.ar + full.reference + full.optimizer + full.gradients
+    for ranks in (2, 4, 8):
+        rollout = states / ranks + full.policy * (ranks - 1) / ranks + full.kv_cache / ranks
+        update = states / ranks + full.activations + 2 * block
+        assert per_rank_gib(config, full, ranks, "frozen") == pytest.approx(max(rollout, update))
+    per_rank = [per_rank_gib(config, full, n, "frozen") for n in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(per_rank, per_rank[1:]))  # more ranks, less on each
+    # An NF4 reference is not sharded: every rank holds all of it.
+    nf4 = estimate_memory(config, 20, reference="quantized_4bit", micro_batch=32, seq_len=278)
+    frozen_share = per_rank_gib(config, nf4, 8, "quantized_4bit") - per_rank_gib(
+        config,
+        estimate_memory(config, 20, reference="none", micro_batch=32, seq_len=278),
+        8,
+        "none",
+    )
+    assert frozen_share == pytest.approx(nf4.reference)
+    with pytest.raises(ValueError, match="ranks=0"):
+        per_rank_gib(config, full, 0, "frozen")
