@@ -12,14 +12,6 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Two pytest workers share the machine's cores (`-n 2`, pyproject.toml): each worker, and each
-# process it starts, takes its share of them instead of every one sizing its thread pool to all.
-WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if WORKERS > 1:
-    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
-    os.environ["OMP_NUM_THREADS"] = str(THREADS)
-    torch.set_num_threads(THREADS)
-
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 LAYER = 2
 
@@ -97,21 +89,6 @@ def compose(overrides: list[str]):
 # Small enough for a few seconds on 2 CPU cores, big enough to exercise every stage
 # (conf/debug/smoke.yaml, shared with the benchmarks).
 TINY_RUN = ["debug=smoke"]
-
-
-def pytest_collection_modifyitems(config, items):
-    """Which tests share a worker (`--dist loadgroup`): a file's tests stay together (its
-    module fixtures are built once), and every test of a real pretrained model shares one
-    worker, so its session fixture (a materialised SmolLM2 or Gemma-3) is built once."""
-    for item in items:
-        path = item.path.relative_to(Path(__file__).parent).as_posix()
-        if "smollm2_cache" in getattr(item, "fixturenames", ()):
-            group = "smollm2"
-        elif path.startswith("core/families/"):
-            group = "gemma"
-        else:
-            group = path
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -37,6 +37,21 @@ def test_scores_are_the_round_trip_against_the_truth(warm_pair, colour_mapping):
     assert point["fve"] == scores.fve and "recall" not in point  # no toy snippets given
 
 
+def test_the_greedy_shuffled_control_is_the_av_fed_the_shuffled_rows(warm_pair, colour_mapping):
+    """At temperature 0 the control reuses the round trip's explanations in the shuffled order
+    instead of sampling again: it equals sampling the shuffled rows (batches of 10, so rows
+    land in other batches and other positions than in the round trip)."""
+    av, ar = warm_pair
+    activations = colour_mapping[0][:24]
+    scores = evaluate_nla(av, ar, activations, batch_size=10, max_new_tokens=16, seed=3)
+    shuffled = activations[derangement(24, 3)]
+    control = round_trip(av, ar, shuffled, batch_size=10, max_new_tokens=16, temperature=0.0)
+    assert scores.fve_shuffled == pytest.approx(
+        fve(control.predicted, activations, av.meta.mse_scale), abs=1e-6
+    )
+    assert scores.fve_shuffled < scores.fve - 0.2
+
+
 def test_warm_start_metrics_are_the_held_out_rows_numbers(
     warm_nla, warm_pair, colour_held_out, target_dir, toy_tokenizer
 ):

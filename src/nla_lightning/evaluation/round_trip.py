@@ -54,6 +54,11 @@ class RoundTrip:
     def failures(self) -> int:
         return sum(e is None for e in self.explanations)
 
+    def reordered(self, order: torch.Tensor) -> RoundTrip:
+        """The same round trips, row i being this one's row order[i]."""
+        rows = order.tolist()
+        return RoundTrip([self.explanations[i] for i in rows], self.predicted[order], self.tokens)
+
 
 @torch.no_grad()
 def round_trip(
