@@ -138,3 +138,46 @@ def test_train_py_with_trainer_fsdp_equals_the_single_process_run(tiny_run, tmp_
     assert sharded["av_sft"]["loss"] == pytest.approx(summary["stages"]["av_sft"]["loss"], rel=1e-4)
     assert sharded["rl"]["steps"] == 3
     assert max_difference(single / "checkpoints/rl/av", tmp_path / "checkpoints/rl/av") < 1e-2
+
+
+def test_a_sharded_warm_start_continues_from_its_mid_fit_checkpoint(
+    target_dir, toy_tokenizer, meta, colour_mapping, tmp_path
+):
+    """AR warm start on 2 ranks with a sharded checkpoint at step 3 of 6; a second fit from
+    that checkpoint (from other starting weights, which it replaces; each rank skipping the
+    batches it had done) ends on the same weights."""
+    from nla_lightning.core.reconstructor import ActivationReconstructor
+    from nla_lightning.data.datasets import ActivationTokens
+    from nla_lightning.settings.sft import SFTSettings
+    from nla_lightning.training.sft import ARSFTModule
+    from nla_lightning.training.trainer import fit_and_validate
+
+    activations, texts = colour_mapping
+    # 20 rows a rank, 4 a batch: the checkpoint at step 3 falls inside the first epoch.
+    hp = SFTSettings(max_steps=6, batch_size=4, lr=3e-3, warmup_steps=1, checkpoint_every=3)
+    cfg = {"accelerator": "cpu", "devices": RANKS, "strategy": "fsdp_fork"}
+    checkpoint = tmp_path / "ar_sft.ckpt"
+    fits = []
+    for attempt in ("straight", "resumed"):
+        torch.manual_seed(0)
+        ar = ActivationReconstructor.from_target(str(target_dir), toy_tokenizer, meta)
+        data = ActivationTokens(activations[:40], ar.encode(texts[:40]))
+        held_out = ActivationTokens(activations[40:56], ar.encode(texts[40:56]))
+        module = ARSFTModule(ar, **hp.optimiser())
+        if attempt == "resumed":  # weights the checkpoint must replace, or the test fails
+            with torch.no_grad():
+                ar.head.weight.add_(0.1)
+        pad = toy_tokenizer.pad_token_id
+        fit_and_validate(
+            module, data, held_out, pad, hp, {**cfg, "enable_progress_bar": False},
+            tmp_path / attempt, None, seed=4, checkpoint=checkpoint,
+        )  # fmt: skip
+        fits.append(parameters(module))
+        if attempt == "straight":
+            assert checkpoint.is_dir() and len(list(checkpoint.glob("*.distcp"))) == RANKS
+    start = parameters(
+        ARSFTModule(ActivationReconstructor.from_target(str(target_dir), toy_tokenizer, meta))
+    )
+    for name, value in fits[0].items():
+        assert torch.equal(fits[1][name], value), name
+    assert any(not torch.equal(fits[0][n], start[n]) for n in start)
