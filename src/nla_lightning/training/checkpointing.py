@@ -59,13 +59,18 @@ def replace_directory(write: Any, directory: Path) -> Path:
         # A full disk or a kill mid-write: no half-written directory is left to mislead.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, directory)
     return directory
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Put the finished `tmp` (a file or directory) at `target`, whatever stood there before."""
+    old = target.with_name(target.name + ".old")
+    remove_checkpoint(old)
+    if target.exists() or target.is_symlink():
+        target.rename(old)
+    tmp.rename(target)
+    remove_checkpoint(old)
 
 
 class RLCheckpoint(L.Callback):

@@ -13,13 +13,14 @@ Lightning's strategy is used as it is for the process group, the device mesh, sh
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+from nla_lightning.training.checkpointing import remove_checkpoint, swap_in
 
 STRATEGY_NAME = "fsdp"
 # trainer.strategy names -> how ranks start on one machine without an external launcher (as
@@ -71,19 +72,12 @@ class ShardedStrategy(ModelParallelStrategy):
         path = Path(self.broadcast(str(filepath)))
         tmp = path.with_name(path.name + ".tmp")
         if self.global_rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_checkpoint(tmp)
         self.barrier("sharded checkpoint: temporary directory cleared")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         self.barrier("sharded checkpoint: every shard written")
         if self.global_rank == 0:
-            old = path.with_name(path.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            if path.is_dir():
-                path.rename(old)
-            elif path.exists():
-                path.unlink()
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_in(tmp, path)
         self.barrier("sharded checkpoint: in place")
 
 
