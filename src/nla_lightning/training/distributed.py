@@ -1,5 +1,5 @@
-"""What the RL module needs from the other ranks: shared decisions, the global batch's
-normalisers and, under DDP, gradient averaging.
+"""What a module needs from the other ranks: shared decisions, the global batch's normalisers
+(RL and the AV warm start) and, under DDP, the RL module's gradient averaging.
 
 DDP: one RL step makes two backward passes (AR, then AV) inside one forward of Lightning's DDP
 wrapper, which DDP's reducer does not allow. So the reducer is switched off and the module

@@ -16,7 +16,7 @@ from nla_lightning.training.checkpointing import replace_directory
 from nla_lightning.training.progress import StageProgress
 from nla_lightning.training.resumable import EpochSeededSampler, existing
 from nla_lightning.training.sft import warmup_cosine
-from nla_lightning.training.sharding import data_parallel_ranks, is_sharded, shard
+from nla_lightning.training.sharding import shard_under_strategy
 from nla_lightning.training.trainer import make_trainer, resumable_fit
 
 
@@ -29,9 +29,7 @@ class CausalLMPretrainModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
 
     def configure_model(self) -> None:
-        ranks = data_parallel_ranks(self)  # trainer.strategy=fsdp
-        if ranks is not None and not is_sharded(self.model):
-            shard(self.model, ranks)
+        shard_under_strategy(self, self.model)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.model(input_ids=batch, labels=batch, use_cache=False).loss

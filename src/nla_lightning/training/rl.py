@@ -40,7 +40,7 @@ from nla_lightning.training.reference import ReferencePolicy
 from nla_lightning.training.rl_metrics import example_rows, step_metrics
 from nla_lightning.training.rl_optimisers import count_bad_step, rl_optimisers
 from nla_lightning.training.rl_schedule import StepIndices, batch_rows, seed_for
-from nla_lightning.training.sharding import data_parallel_ranks, gathered, is_sharded, shard
+from nla_lightning.training.sharding import gathered, is_sharded, shard_under_strategy
 
 
 class NLARLModule(L.LightningModule):
@@ -89,13 +89,10 @@ class NLARLModule(L.LightningModule):
     def configure_model(self) -> None:
         """`trainer.strategy=fsdp`: the AV, the AR and a full-precision frozen reference sharded
         over the ranks (an NF4 reference stays whole on each rank: 4-bit weights do not shard)."""
-        ranks = data_parallel_ranks(self)
-        if ranks is None or is_sharded(self.av):
-            return
-        shard(self.av.model, ranks)
-        shard(self.ar, ranks, blocks_of=self.ar.backbone)
+        shard_under_strategy(self, self.av.model)
+        shard_under_strategy(self, self.ar, blocks_of=self.ar.backbone)
         if self.reference.mode == "frozen":
-            shard(self.reference.frozen.model, ranks)
+            shard_under_strategy(self, self.reference.frozen.model)
 
     def gathered(self):
         """The AV and AR whole on every rank (collective), for the held-out curve."""

@@ -1,4 +1,5 @@
-"""The RL stage's two optimisers (AV and AR) and their schedules."""
+"""The RL stage's two optimisers (AV and AR), their schedules, and the rule that stops them
+after too many bad (non-finite) steps in a row."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from nla_lightning.core.activations import normalised_mse
 from nla_lightning.core.metrics import FVE
 from nla_lightning.core.reconstructor import ActivationReconstructor
 from nla_lightning.core.verbalizer import ActivationVerbalizer
-from nla_lightning.training.sharding import data_parallel_ranks, is_sharded, shard
+from nla_lightning.training.distributed import GradientSync
+from nla_lightning.training.sharding import is_sharded, shard_under_strategy
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, floor: float = 0.1):
@@ -70,23 +71,17 @@ class AVSFTModule(_WarmStartModule):
         self.av = av
 
     def configure_model(self) -> None:
-        ranks = data_parallel_ranks(self)  # trainer.strategy=fsdp
-        if ranks is not None and not is_sharded(self.av.model):
-            shard(self.av.model, ranks)
+        shard_under_strategy(self, self.av.model)
+
+    def on_train_start(self) -> None:
+        # By now the strategy has wrapped (DDP) or sharded the AV; the process group exists.
+        self.ranks = GradientSync(self.trainer.strategy, sharded=is_sharded(self.av.model))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.av.sft_loss(batch["activations"], batch["ids"], batch["mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["ids"].shape[0])
-        return loss * self._token_share(batch["mask"])
-
-    def _token_share(self, mask: torch.Tensor) -> float:
-        """Several ranks: the loss is a mean over the tokens of ALL ranks' batches, as one
-        process's would be (the ranks' gradients are averaged, hence the world size)."""
-        world = self.trainer.world_size
-        if world == 1:
-            return 1.0
-        local = mask.sum().to(torch.float64)
-        return float(world * local / self.trainer.strategy.reduce(local.clone(), reduce_op="sum"))
+        # Several ranks: the mean over the tokens of ALL ranks' batches, as one process's.
+        return loss * self.ranks.share(float(batch["mask"].sum()))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         n = batch["ids"].shape[0]
@@ -106,9 +101,7 @@ class ARSFTModule(_WarmStartModule):
         self.val_fve_shuffled = FVE(ar.meta.d_model, ar.meta.mse_scale)
 
     def configure_model(self) -> None:
-        ranks = data_parallel_ranks(self)  # trainer.strategy=fsdp
-        if ranks is not None and not is_sharded(self.ar):
-            shard(self.ar, ranks, blocks_of=self.ar.backbone)
+        shard_under_strategy(self, self.ar, blocks_of=self.ar.backbone)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         prediction = self.ar(batch["ids"], batch["mask"])

@@ -79,8 +79,10 @@ def gathered(models: Iterable[nn.Module]) -> Iterator[None]:
         yield
 
 
-def data_parallel_ranks(module: Any) -> Any:
-    """The data-parallel device mesh a LightningModule's strategy set up (`trainer.strategy=
-    fsdp`), or None: then `configure_model` leaves the models whole."""
+def shard_under_strategy(module: Any, model: nn.Module, blocks_of: nn.Module | None = None) -> None:
+    """A LightningModule's `configure_model` step for one of its models: `shard` it over the
+    data-parallel device mesh its strategy set up (`trainer.strategy=fsdp`); nothing without a
+    mesh, or when an earlier call sharded it already."""
     mesh = getattr(module, "device_mesh", None)
-    return None if mesh is None else mesh["data_parallel"]
+    if mesh is not None and not is_sharded(model):
+        shard(model, mesh["data_parallel"], blocks_of)
