@@ -112,4 +112,11 @@ def objective(summary: dict, path: str | None) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from nla_lightning.training.launched import serve, serves_fits
+
+    # Under torchrun or srun every rank starts here: rank 0 runs the pipeline (main), the
+    # others serve its fits, reading no config and writing no run directory of their own.
+    if serves_fits():
+        serve()
+    else:
+        main()

@@ -21,7 +21,7 @@ from nla_lightning.stages.context import StageContext
 from nla_lightning.stages.run_dir import CONDITIONS, RunDir
 from nla_lightning.stages.run_state import RunState
 from nla_lightning.stages.summary import SECTIONS, RunSummary, human_summary, section
-from nla_lightning.training.launch import check_single_process
+from nla_lightning.training.launched import pipeline_ranks
 
 
 def run(cfg: dict[str, Any], command: str | None = None) -> dict[str, Any]:
@@ -33,7 +33,11 @@ def run(cfg: dict[str, Any], command: str | None = None) -> dict[str, Any]:
     the command line that does that, for messages and <run>/command.txt."""
     started = time.time()
     settings = validate(cfg)
-    check_single_process(settings.trainer)
+    with pipeline_ranks(settings.trainer):  # under torchrun / srun: this is rank 0
+        return _run(cfg, settings, command, started)
+
+
+def _run(cfg: dict[str, Any], settings: RunSettings, command: str | None, started: float) -> dict:
     quiet_libraries(settings.verbose)
     ctx = StageContext(
         settings=settings,

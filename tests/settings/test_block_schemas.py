@@ -112,7 +112,7 @@ BAD_TRAINER = [
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps", "0"),
     (["trainer.enable_progress_bar=sometimes"], "trainer.enable_progress_bar", "sometimes"),
     (["+trainer.strategy=''"], "trainer.strategy", "''"),
-    (["+trainer.num_nodes=0"], "trainer.num_nodes", "0"),
+    (["trainer.num_nodes=0"], "trainer.num_nodes", "0"),
     (["+trainer.logger=false"], "trainer.logger", "logger="),
     (["+trainer.default_root_dir=/tmp/x"], "trainer.default_root_dir", "hydra.run.dir"),
     (["+trainer.max_steps=null"], "trainer.max_steps", "rl.steps"),

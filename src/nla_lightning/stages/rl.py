@@ -5,6 +5,7 @@ exported to checkpoints/rl/{av,ar} in the release's layout."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -18,7 +19,7 @@ from nla_lightning.training.builders import rl_ar, rl_av
 from nla_lightning.training.callbacks import HeldOutCurve, log_held_out
 from nla_lightning.training.checkpointing import AtomicCheckpointIO, RLCheckpoint
 from nla_lightning.training.memory import rl_estimate
-from nla_lightning.training.progress import StageProgress
+from nla_lightning.training.progress import StageProgress, module_steps
 from nla_lightning.training.resumable import existing
 from nla_lightning.training.rl import NLARLModule
 from nla_lightning.training.sharded_strategy import resolve_strategy
@@ -55,18 +56,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     held_out = eval_table.activations[: hp.eval_rows]
     snippets = toy_snippets({k: v[: len(held_out)] for k, v in eval_table.columns.items()})
 
-    def evaluate() -> dict[str, float]:
-        # Decoded like the eval stage, so the curve ends where eval.json starts.
-        return evaluate_nla(
-            av,
-            ar,
-            held_out,
-            max_new_tokens=hp.max_new_tokens,
-            seed=settings.seed,
-            temperature=settings.eval.temperature,
-            snippets=snippets,
-        ).curve_point()
-
+    # Decoded like the eval stage, so the curve ends where eval.json starts. A partial, not a
+    # closure: spawned (or launched) ranks receive the curve's callback pickled.
+    evaluate = partial(
+        curve_point,
+        av,
+        ar,
+        held_out,
+        max_new_tokens=hp.max_new_tokens,
+        seed=settings.seed,
+        temperature=settings.eval.temperature,
+        snippets=snippets,
+    )
     before = evaluate()
     module = NLARLModule(
         av, ar, rl_data.activations, hp, reference, examples_path=ctx.run.rl_examples
@@ -79,7 +80,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.run.rl_exports if hp.export_every_checkpoint else None,
     )
     options = resolve_strategy(dict(settings.trainer))
-    bar = StageProgress("rl", hp.steps, "fve", done=lambda _trainer, m: m.steps_done)
+    bar = StageProgress("rl", hp.steps, "fve", done=module_steps)
     last = ctx.run.rl_checkpoints / "last.ckpt"
     stop = ctx.graceful_stop(NAME, on_stop=checkpoints.save, checkpoint=last)
     trainer = L.Trainer(
@@ -111,3 +112,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "checkpoints": {k: str(v) for k, v in exports.items()},
         "wall_s": round(time.time() - started, 1),
     }
+
+
+def curve_point(*args: Any, **kwargs: Any) -> dict[str, float]:
+    """One point of the held-out curve: `evaluate_nla(*args, **kwargs)`'s curve numbers."""
+    return evaluate_nla(*args, **kwargs).curve_point()

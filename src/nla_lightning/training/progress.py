@@ -8,6 +8,16 @@ from typing import Any
 import lightning as L
 
 
+# What a bar counts (functions of the module, not lambdas: spawned ranks receive the bar pickled).
+def optimiser_steps(trainer: L.Trainer, _module: L.LightningModule) -> int:
+    return trainer.global_step
+
+
+def module_steps(_trainer: L.Trainer, module: Any) -> int:
+    """RL's own step count (its manual optimisation steps two optimisers a step)."""
+    return module.steps_done
+
+
 class StageProgress(L.Callback):
     """A tqdm bar over a fit's optimiser steps (or the module's own step count, for RL), with
     `metric` from the logged values; on global rank 0 only. Replaces Lightning's bar, whose
@@ -21,7 +31,7 @@ class StageProgress(L.Callback):
         done: Callable[[L.Trainer, L.LightningModule], int] | None = None,
     ) -> None:
         self.name, self.total, self.metric = name, total, metric
-        self.done = done or (lambda trainer, _module: trainer.global_step)
+        self.done = done or optimiser_steps
         self.bar: Any = None
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:

@@ -7,7 +7,8 @@ Lightning's strategy is used as it is for the process group, the device mesh, sh
 - on one machine without an external launcher the ranks are spawned for each fit (as
   `ddp_spawn`), so `python train.py trainer=fsdp` runs its other stages in the main process;
   the fitted weights come back to it whole (gathered from the shards), ready for export in
-  the release's layout. Under torchrun or SLURM the processes exist already: nothing is spawned;
+  the release's layout. Under torchrun or srun the processes exist already: rank 0 sends each
+  fit to the others instead (training/launched.py), for this strategy and for DDP;
 - a sharded checkpoint is a directory, written under a temporary name and renamed when every
   rank has written its shard, so a kill leaves the previous checkpoint whole."""
 
@@ -17,16 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from nla_lightning.training.checkpointing import remove_checkpoint, swap_in
+from nla_lightning.training.launched import BroadcastLauncher, is_launched
+from nla_lightning.training.sharding import whole_state_dict
 
 STRATEGY_NAME = "fsdp"
 # trainer.strategy names -> how ranks start on one machine without an external launcher (as
 # Lightning's ddp_spawn / ddp_fork): spawn is safe everywhere; fork skips each rank's imports
 # (seconds on the CPU) but cannot follow an initialised CUDA.
 START_METHODS = {"fsdp": "spawn", "fsdp_fork": "fork"}
+DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork")
 
 
 class _GatheringLauncher(_MultiProcessingLauncher):
@@ -34,10 +38,7 @@ class _GatheringLauncher(_MultiProcessingLauncher):
     launcher saves each rank's local state dict, which under FSDP2 holds shards)."""
 
     def _collect_rank_zero_results(self, trainer: Any, results: Any) -> Any:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        full = get_model_state_dict(trainer.lightning_module, options=options)  # collective
+        full = whole_state_dict(trainer.lightning_module)  # collective
         original = trainer.lightning_module.state_dict
         trainer.lightning_module.state_dict = lambda *a, **k: full
         try:
@@ -67,6 +68,16 @@ class ShardedStrategy(ModelParallelStrategy):
         assert self.cluster_environment is not None
         if not self.cluster_environment.creates_processes_externally:
             self._launcher = _GatheringLauncher(self, start_method=self.start_method)
+        elif is_launched():
+            self._launcher = BroadcastLauncher(self)
+
+
+class LaunchedDDPStrategy(DDPStrategy):
+    """`trainer=ddp` under torchrun or srun: Lightning's DDP over the launcher's ranks, each
+    Trainer call sent from rank 0 (training/launched.py) instead of spawning ranks."""
+
+    def _configure_launcher(self) -> None:
+        self._launcher = BroadcastLauncher(self)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options=None):
         path = Path(self.broadcast(str(filepath)))
@@ -89,6 +100,8 @@ def resolve_strategy(options: dict[str, Any]) -> dict[str, Any]:
         # Spawned ranks receive the module through shared memory; file descriptors of empty
         # storages fail to map in some containers, files always work.
         torch.multiprocessing.set_sharing_strategy("file_system")
+    if is_launched() and strategy in DDP_NAMES:
+        return {**options, "strategy": LaunchedDDPStrategy()}
     if strategy not in START_METHODS:
         return options
     return {**options, "strategy": ShardedStrategy(start_method=START_METHODS[strategy])}

@@ -86,3 +86,15 @@ def shard_under_strategy(module: Any, model: nn.Module, blocks_of: nn.Module | N
     mesh = getattr(module, "device_mesh", None)
     if mesh is not None and not is_sharded(model):
         shard(model, mesh["data_parallel"], blocks_of)
+
+
+def whole_state_dict(model: nn.Module) -> dict[str, Any]:
+    """`model`'s state dict with every tensor whole, on the CPU: gathered from the shards of a
+    sharded model (collective: every rank calls it; the other ranks' copies are empty), as it
+    is for an unsharded one."""
+    if not is_sharded(model):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
