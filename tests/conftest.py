@@ -4,13 +4,22 @@ saved once per session so tests exercise the real from_pretrained path."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in two workers (pyproject's addopts), one thread each, for them and the
+    # processes they start: two threads a worker oversubscribe two cores and take twice as long.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 LAYER = 2
@@ -316,15 +325,22 @@ def warm_nla(target_dir, toy_tokenizer, meta, colour_mapping, colour_held_out, t
     return out / "av", out / "ar", metrics
 
 
-def machine_cache(key: str) -> Path:
+@contextmanager
+def machine_cache(key: str) -> Iterator[Path]:
     """A directory that outlives the session and the checkout on this machine, for models the
     tests convert from the packaged real ones (tens of seconds each): under $NLA_TEST_CACHE,
     by default ~/.cache/nla_lightning/tests. `key` names everything the converted files depend
-    on, so a change to any of them converts again instead of reusing a stale copy."""
+    on, so a change to any of them converts again instead of reusing a stale copy. Held under
+    an exclusive lock: of the test workers that need it at once, one converts, the others wait
+    and reuse its files."""
+    import fcntl
+
     root = os.environ.get("NLA_TEST_CACHE") or Path.home() / ".cache" / "nla_lightning" / "tests"
     path = Path(root) / key
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    with open(Path(root) / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield path
 
 
 def source_digest(*modules) -> str:
@@ -356,7 +372,8 @@ def smollm2_cache(tmp_path_factory):
         pytest.skip(f"the SmolLM2 wheel is not installed: {model.install_hint()}")
     started = time.perf_counter()
     key = f"smollm2-{model.sha256[:12]}-tf{transformers.__version__}-{source_digest(packaged)}"
-    converted = packaged.materialise(model, machine_cache(key))
+    with machine_cache(key) as directory:
+        converted = packaged.materialise(model, directory)
     cache = tmp_path_factory.mktemp("nla-cache")
     model.directory(cache).parent.mkdir(parents=True)
     model.directory(cache).symlink_to(converted, target_is_directory=True)

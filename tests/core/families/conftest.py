@@ -182,8 +182,9 @@ def gemma3_270m(request, tmp_path_factory) -> RealGemma:
     started = time.perf_counter()
     key = f"nla-gemma3-270m-{package.EXPECTED_SHA256[:12]}-tf{transformers.__version__}"
     key += f"-v{CONVERSION_VERSION}"
-    out = machine_cache(key) / "model"
-    converted = not (out / "config.json").exists()
-    if converted:
-        _convert(package, out, tmp_path_factory.mktemp("gguf"))
+    with machine_cache(key) as directory:
+        out = directory / "model"
+        converted = not (out / "config.json").exists()
+        if converted:
+            _convert(package, out, tmp_path_factory.mktemp("gguf"))
     return RealGemma(out, time.perf_counter() - started, converted)
