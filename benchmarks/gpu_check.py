@@ -1,7 +1,7 @@
 """GPU check: the package's real code paths on randomly initialised Qwen2.5-shaped models, in
 one table, with a non-zero exit on any failure. Needs no downloaded weights.
 
-Usage: python benchmarks/gpu_check.py --device cuda [--only bf16,nf4,rl,qlora] [--rl-steps 3]
+Usage: python benchmarks/gpu_check.py --device cuda [--only bf16,nf4,rl,fsdp,qlora] [--rl-steps 3]
        [--scratch DIR] [--json PATH]
        python benchmarks/gpu_check.py --device cpu --quick      (tiny shapes; the test suite's)
 
@@ -20,6 +20,8 @@ Qwen's real vocabulary size. Checks:
          bf16 AV's on the same sampled responses; its weights against the README's estimate.
   rl     `--rl-steps` RL steps of a 0.5B-shaped NLA (model=qwen_small's settings: full bf16, NF4
          reference) through NLARLModule and a Lightning Trainer, 4 x 4 samples of 32 tokens.
+  fsdp   the rl check's steps under trainer.strategy=fsdp (FSDP2, spawned rank, one device):
+         every step done, the weights that come back moved and finite, the rank's peak memory.
   qlora  experiment=qwen7b_24gb on the 7B shape (QLoRA AV and AR, adapter reference, the preset's
          RL batch, micro-batches and gradient checkpointing): GPU memory of each component
          (policy, reference and AR weights, then the optimizer + gradients + activations + KV
@@ -48,12 +50,13 @@ from typing import Any
 from _common import add_common_args, markdown_table, setup, write_json
 from gpu.checks_models import build_small, check_bf16_ar, check_bf16_av, check_nf4
 from gpu.checks_rl import check_rl
+from gpu.checks_sharded import check_rl_sharded
 from gpu.memory import Memory
 from gpu.qlora_memory import check_qlora
 from gpu.report import HEADERS, CheckFailed, Row, progress, short
 from gpu.shapes import Shape, compose, shapes
 
-CHECKS = ("bf16", "nf4", "rl", "qlora")
+CHECKS = ("bf16", "nf4", "rl", "fsdp", "qlora")
 
 
 def run_check(name: str, label: str, check: Callable[[], Row | list[Row]], memory: Memory):
@@ -94,6 +97,12 @@ def small_checks(
         "nf4": [("NF4 reference log-probs", check_nf4)],
         "rl": [
             ("RL steps (Trainer)", lambda s, d, m: check_rl(s, d, m, args.rl_steps, args.quick))
+        ],
+        "fsdp": [
+            (
+                "RL steps (trainer=fsdp)",
+                lambda s, d, m: check_rl_sharded(s, d, m, args.rl_steps, args.quick),
+            )
         ],
     }
     chosen = [item for key in CHECKS if key in only for item in checks.get(key, [])]

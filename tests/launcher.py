@@ -65,9 +65,14 @@ for line in sys.stdin:
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # not the zygote's request pipe
         sys.stdin = open(os.devnull)
         sys.argv = request["argv"]
-        sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as `python SCRIPT` does
         try:
-            runpy.run_path(sys.argv[0], run_name="__main__")
+            if sys.argv[0] == "-m":  # `python -m MODULE ARGS`
+                sys.argv = sys.argv[1:]
+                sys.path[0] = os.getcwd()  # as `python -m` does
+                runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+            else:
+                sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as `python SCRIPT`
+                runpy.run_path(sys.argv[0], run_name="__main__")
             code = 0
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
@@ -176,7 +181,8 @@ def zygote() -> Zygote:
 
 
 def run_python(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Completed:
-    """`python *argv` to completion (argv[0]: the script), as subprocess.run would."""
+    """`python *argv` to completion (argv[0]: the script, or "-m" and a module), as
+    subprocess.run would."""
     child = zygote().start(argv, cwd, dict(env if env is not None else os.environ))
     child.wait()
     out, err = child.communicate()

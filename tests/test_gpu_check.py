@@ -23,6 +23,7 @@ CHECKS = [
     "bf16 AR forward+backward",
     "NF4 reference log-probs",
     "RL steps (Trainer)",
+    "RL steps (trainer=fsdp)",
     "7B QLoRA: policy weights",
     "7B QLoRA: reference",
     "7B QLoRA: AR weights",
@@ -104,6 +105,15 @@ def test_rl_runs_every_requested_step(quick_run):
         assert step["samples"] == 2 * 2  # --quick: 2 activations x 2 samples
         assert step["tokens"] == 2 * 2 * 8  # every response written to its cap
         assert all(step[f"time/{p}_s"] > 0 for p in ("rollout", "ar", "av"))
+
+
+def test_sharded_rl_brings_back_moved_weights(quick_run):
+    """trainer.strategy=fsdp on one (forked) rank: the step count and the weights came back
+    from the rank, both models moved by about a learning rate's worth and stayed finite."""
+    values = rows_by_name(quick_run[1])["RL steps (trainer=fsdp)"]["values"]
+    assert values["steps_done"] == 3
+    assert values["moved"]["av."] > 1e-6 and values["moved"]["ar."] > 1e-6
+    assert values["peak_gib"] is None  # no GPU allocator on the CPU
 
 
 def test_qlora_estimate_is_the_presets(quick_run):

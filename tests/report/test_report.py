@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from nla_lightning.report.cli import main
 from nla_lightning.report.runs import load_runs, number
+from tests.launcher import run_python
 from tests.report.conftest import copy_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -98,13 +98,7 @@ def test_table_numbers_are_the_runs_numbers(real_run, tmp_path):
 def test_console_script_writes_the_report(real_run, tmp_path):
     script = shutil.which("nla-report") or str(Path(sys.executable).parent / "nla-report")
     env = {**os.environ, "MPLBACKEND": "TkAgg"}  # a display backend must not matter
-    done = subprocess.run(
-        [script, str(real_run), "--out", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = run_python([script, str(real_run), "--out", str(tmp_path / "r")], tmp_path, env)
     assert done.returncode == 0, done.stderr
     assert "report.md" in done.stdout
     for name in ("report.md", "report.json", *RL_PLOTS):
@@ -195,12 +189,7 @@ def test_a_dir_that_is_not_a_run_exits_2_and_says_what_to_pass(real_run, tmp_pat
 
 def test_a_bogus_dir_fails_the_console_script_with_exit_2(tmp_path):
     script = shutil.which("nla-report") or str(Path(sys.executable).parent / "nla-report")
-    done = subprocess.run(
-        [script, str(tmp_path), "--out", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python([script, str(tmp_path), "--out", str(tmp_path / "r")], tmp_path)
     assert done.returncode == 2
     assert "is not a training run directory" in done.stderr and "Traceback" not in done.stderr
 

@@ -1,8 +1,8 @@
 """scripts/toy_checks.py on the session's tiny run: the explain and steering tables print."""
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.launcher import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -10,12 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_toy_checks_prints_explanations_and_steering_counts(tiny_run):
     _, run = tiny_run
     args = ["--texts", "4", "--prompts", "3", "--alpha", "0", "2", "--attribute", "colour"]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "toy_checks.py"), str(run), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_python([str(ROOT / "scripts" / "toy_checks.py"), str(run), *args], ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "| text (end) | attributes revealed | best explanation | FVE |" in out

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -15,6 +14,7 @@ from nla_lightning.data.extract.cli import SLEEP_ENV, main
 from nla_lightning.data.extract.manifest import MANIFEST_NAME, Manifest
 from tests.conftest import LAYER
 from tests.data.extract.conftest import FRACTIONS
+from tests.launcher import Child, start_python
 
 
 def cli_args(target_dir, docs_dir, out) -> list[str]:
@@ -25,19 +25,19 @@ def cli_args(target_dir, docs_dir, out) -> list[str]:
     ]  # fmt: skip
 
 
-def run_cli(args: list[str], sleep: float = 0.0) -> subprocess.Popen:
+def run_cli(args: list[str], cwd: Path, sleep: float = 0.0) -> Child:
+    """`python -m nla_lightning.data.extract.cli ARGS`, a real process (tests/launcher.py)."""
     env = {**os.environ, SLEEP_ENV: str(sleep)}
-    command = [sys.executable, "-m", "nla_lightning.data.extract.cli", *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_python(["-m", "nla_lightning.data.extract.cli", *args], cwd, env)
 
 
 def test_killed_run_resumes_to_the_same_rows(target_dir, docs_dir, toy_docs, meta, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     args = cli_args(target_dir, docs_dir, killed)
-    process = run_cli(args, sleep=0.1)
+    process = run_cli(args, tmp_path, sleep=0.1)
     deadline = time.monotonic() + 60
     while not (killed / MANIFEST_NAME).exists():
-        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        assert process.poll() is None, process.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "no progress.json within 60 s"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
@@ -46,10 +46,10 @@ def test_killed_run_resumes_to_the_same_rows(target_dir, docs_dir, toy_docs, met
     assert process.returncode == -signal.SIGKILL
     assert 0 < at_kill.docs_done < len(toy_docs) and not at_kill.complete
 
-    resumed = run_cli(args)
+    resumed = run_cli(args, tmp_path)
     out, err = resumed.communicate(timeout=120)
-    assert resumed.returncode == 0, err.decode()[-2000:]
-    assert f"resumed after {at_kill.docs_done} docs" in out.decode()
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"resumed after {at_kill.docs_done} docs" in out
     assert main(cli_args(target_dir, docs_dir, clean)) == 0
 
     final = Manifest.load(killed)

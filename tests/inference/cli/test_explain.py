@@ -5,11 +5,10 @@ from __future__ import annotations
 import html
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from nla_lightning.inference.cli.explain import main
+from tests.launcher import run_python
 
 FAST = ["--samples", "2", "--max-new-tokens", "4", "--seed", "0"]
 
@@ -111,7 +110,6 @@ def test_unreadable_files_and_bad_tokens(capsys, model_args, text, tmp_path):
 def test_module_entry_point_runs(model_args, text):
     root = Path(__file__).resolve().parents[3]
     cmd = [
-        sys.executable,
         "-m",
         "nla_lightning.inference.cli.explain",
         *model_args,
@@ -121,6 +119,6 @@ def test_module_entry_point_runs(model_args, text):
         "--format",
         "json",
     ]
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    done = run_python(cmd, root)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["tokens"]) == 6
