@@ -37,13 +37,13 @@ STAGES = ("target", "data", "av_sft", "ar_sft", "rl", "eval")
 # Every stage long enough to be cut mid-way, checkpointing often (the quick form: seconds).
 QUICK = [
     "debug=smoke",
-    "model.pretrain.steps=40",
-    "model.pretrain.checkpoint_every=4",
-    "sft.av.max_steps=24",
-    "sft.av.checkpoint_every=3",
-    "sft.ar.max_steps=24",
-    "sft.ar.checkpoint_every=3",
-    "rl.steps=6",
+    "model.pretrain.steps=24",
+    "model.pretrain.checkpoint_every=3",
+    "sft.av.max_steps=12",
+    "sft.av.checkpoint_every=2",
+    "sft.ar.max_steps=12",
+    "sft.ar.checkpoint_every=2",
+    "rl.steps=4",
     "logger=none",
 ]
 FULL = [

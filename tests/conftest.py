@@ -100,6 +100,29 @@ def compose(overrides: list[str]):
 TINY_RUN = ["debug=smoke"]
 
 
+# The slowest files first (most seconds first): each of the two workers then ends on short
+# tests instead of one of them running a long test alone at the end.
+SLOWEST_FIRST = (
+    "tests/stages/test_smollm2_smoke.py",
+    "tests/test_kill_harness.py",
+    "tests/core/families/",
+    "tests/training/test_launched.py",
+    "tests/core/test_sampling.py",
+    "tests/test_sweeps.py",
+    "tests/test_interrupt.py",
+    "tests/stages/test_pipeline.py",
+    "tests/test_benchmarks.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def position(item) -> int:
+        path = item.nodeid
+        return next((i for i, p in enumerate(SLOWEST_FIRST) if path.startswith(p)), len(items))
+
+    items.sort(key=position)  # stable: each file keeps its own order
+
+
 def pytest_sessionfinish(session, exitstatus):
     from tests import launcher
 

@@ -108,11 +108,9 @@ def av_inputs(directory: Path, activation: torch.Tensor, response_ids: list[int]
 
 
 @torch.no_grad()
-def av_response_logprobs(
-    directory: Path, activation: torch.Tensor, response_ids: list[int]
-) -> torch.Tensor:
-    """Log-probs of `response_ids` after the canonical prompt with the activation injected."""
-    model, embeds, start = av_inputs(directory, activation, response_ids)
+def response_logprobs(model: Any, embeds: torch.Tensor, start: int, response_ids: list[int]):
+    """Log-probs of `response_ids`, the last tokens of `embeds` (av_inputs' model and input
+    embeddings; the prompt is its first `start` rows)."""
     logits = model(inputs_embeds=embeds).logits[0].float()
     logprobs = torch.log_softmax(logits[start - 1 : -1], dim=-1)
     return logprobs.gather(-1, torch.tensor(response_ids).unsqueeze(-1)).squeeze(-1)

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from tests.core.interop.reference_client import av_inputs, av_response_logprobs, chat_ids
+from tests.core.interop.reference_client import av_inputs, chat_ids, response_logprobs
 from tests.data.release import ACTOR, CRITIC
 
 LAYER = 2
@@ -131,7 +131,7 @@ def check_av_against_reference(av: Any, av_dir: Path, explanation: str, seed: in
             mine = av.response_logprobs(activation, ids, torch.ones_like(ids))[0]
     finally:
         hook.remove()
-    _, embeds, _ = av_inputs(av_dir, activation[0], response)
+    model, embeds, start = av_inputs(av_dir, activation[0], response)  # loaded once: seconds
     torch.testing.assert_close(seen[0], embeds, atol=1e-6, rtol=1e-6)
-    theirs = av_response_logprobs(av_dir, activation[0], response)
+    theirs = response_logprobs(model, embeds, start, response)
     torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
