@@ -9,7 +9,8 @@ import torch
 
 from nla_lightning.core.padding import pad_right
 from nla_lightning.core.verbalizer import Rollout
-from nla_lightning.training.checkpointing import RLCheckpoint
+from nla_lightning.training import sharded_strategy
+from nla_lightning.training.checkpointing import RLCheckpoint, swap_in
 from nla_lightning.training.rl import NLARLModule
 from nla_lightning.training.rl_schedule import seed_for
 from nla_lightning.training.sharded_strategy import resolve_strategy
@@ -57,7 +58,16 @@ def sharded_run(warm_nla, colour_mapping, tmp_path_factory):
     directory = tmp_path_factory.mktemp("fsdp")
     module = make_module(warm_nla, colour_mapping, batch_size=2, **SETTINGS)
     torch.multiprocessing.set_sharing_strategy("file_system")
-    sharded(RLCheckpoint(directory, every=1)).fit(module)
+    swaps = directory / "swaps.txt"
+
+    def recorded_swap_in(tmp, path):  # the forked ranks inherit it; rank 0 swaps
+        with swaps.open("a") as log:
+            log.write(f"{tmp.name} -> {path.name}\n")
+        swap_in(tmp, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sharded_strategy, "swap_in", recorded_swap_in)
+        sharded(RLCheckpoint(directory, every=1)).fit(module)
     return module, directory
 
 
@@ -94,6 +104,11 @@ def test_sharded_checkpoint_resumes_to_the_same_weights(sharded_run, warm_nla, c
     straight, directory = sharded_run
     step_1 = directory / "step-1.ckpt"
     assert step_1.is_dir() and len(list(step_1.glob("*.distcp"))) == RANKS  # one shard a rank
+    # Each written whole under a temporary name first, then swapped in (a kill mid-write
+    # leaves the previous checkpoint whole).
+    swapped = (directory / "swaps.txt").read_text().splitlines()
+    assert swapped == [f"step-{n}.ckpt.tmp -> step-{n}.ckpt" for n in (1, 2)]
+    assert not list(directory.glob("*.tmp")) and not list(directory.glob("*.old"))
     assert (directory / "last.ckpt").resolve() == (directory / "step-2.ckpt").resolve()
     resumed = make_module(warm_nla, colour_mapping, batch_size=2, **SETTINGS)
     sharded().fit(resumed, ckpt_path=str(step_1))

@@ -89,9 +89,7 @@ class NLAMeta:
             return dataset_sidecar(self, **fields)
         raise ValueError(f"unknown sidecar kind {kind!r}: use 'nla_model' or 'nla_dataset'")
 
-    def save(
-        self, path: str | Path, kind: str, role: str | None = None, **fields: Any
-    ) -> Path:
+    def save(self, path: str | Path, kind: str, role: str | None = None, **fields: Any) -> Path:
         """Write to `path` (a file, or a directory that gets nla_meta.yaml) atomically.
         `fields`: stage, row_count, dataset_id, trained_on, training (see sidecar.py)."""
         from nla_lightning.core.sidecar import write_yaml
@@ -175,8 +173,7 @@ def _check_template(template: Any, name: str, what: str) -> None:
     """One `{name}` field and nothing else str.format would trip over."""
     if not isinstance(template, str) or template.count("{" + name + "}") != 1:
         raise NLAConfigError(
-            f"the {what} prompt template must contain '{{{name}}}' exactly once, got "
-            f"{template!r}"
+            f"the {what} prompt template must contain '{{{name}}}' exactly once, got {template!r}"
         )
     try:
         template.format(**{name: ""})

@@ -292,9 +292,9 @@ def _tokens(meta: NLAMeta) -> dict[str, Any]:
         "injection_token_id": meta.injection_token_id,
         "injection_left_neighbor_id": meta.left_neighbour_id,
         "injection_right_neighbor_id": meta.right_neighbour_id,
-        "critic_suffix_ids": None if meta.critic_suffix_ids is None else list(
-            meta.critic_suffix_ids
-        ),
+        "critic_suffix_ids": None
+        if meta.critic_suffix_ids is None
+        else list(meta.critic_suffix_ids),
     }
 
 

@@ -71,14 +71,6 @@ class ShardedStrategy(ModelParallelStrategy):
         elif is_launched():
             self._launcher = BroadcastLauncher(self)
 
-
-class LaunchedDDPStrategy(DDPStrategy):
-    """`trainer=ddp` under torchrun or srun: Lightning's DDP over the launcher's ranks, each
-    Trainer call sent from rank 0 (training/launched.py) instead of spawning ranks."""
-
-    def _configure_launcher(self) -> None:
-        self._launcher = BroadcastLauncher(self)
-
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options=None):
         path = Path(self.broadcast(str(filepath)))
         tmp = path.with_name(path.name + ".tmp")
@@ -90,6 +82,14 @@ class LaunchedDDPStrategy(DDPStrategy):
         if self.global_rank == 0:
             swap_in(tmp, path)
         self.barrier("sharded checkpoint: in place")
+
+
+class LaunchedDDPStrategy(DDPStrategy):
+    """`trainer=ddp` under torchrun or srun: Lightning's DDP over the launcher's ranks, each
+    Trainer call sent from rank 0 (training/launched.py) instead of spawning ranks."""
+
+    def _configure_launcher(self) -> None:
+        self._launcher = BroadcastLauncher(self)
 
 
 def resolve_strategy(options: dict[str, Any]) -> dict[str, Any]:

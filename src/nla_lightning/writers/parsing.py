@@ -24,9 +24,7 @@ _ENUMERATOR = r"(?:\d{1,3}|[a-zA-Z]|[ivxlc]{1,6}|[IVXLC]{1,6})"
 _MARKER = re.compile(rf"^(?:\({_ENUMERATOR}\)|{_ENUMERATOR}[.)])(?=\s|$)\s*")
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 # "Sentence 1:", "Feature two -": labels a small writer copies from its instruction.
-_LABEL = re.compile(
-    r"^(?:sentence|feature)\s*(?:\d{1,2}|one|two|three)\s*[:.)-]\s*", re.IGNORECASE
-)
+_LABEL = re.compile(r"^(?:sentence|feature)\s*(?:\d{1,2}|one|two|three)\s*[:.)-]\s*", re.IGNORECASE)
 
 
 def _is_item(line: str) -> bool:
