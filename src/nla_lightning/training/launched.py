@@ -15,7 +15,7 @@ import io
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -88,37 +88,30 @@ def check_ranks(trainer: Mapping, environment: ClusterEnvironment | None) -> Non
         )
 
 
-@dataclass
-class _Channel:
-    """The process group of every rank (made before the first fit, which finds it) and a gloo
-    group for rank 0's messages, patient enough for rank 0's stages between fits."""
-
-    environment: ClusterEnvironment
-    messages: Any = field(default=None)
-
-
-_CHANNEL: _Channel | None = None
+# The gloo group of rank 0's messages (None: not launched), patient enough for rank 0's stages
+# between fits; every rank's process group is made with it, before the first fit, which finds it.
+_MESSAGES: Any = None
 
 
 def connect(environment: ClusterEnvironment) -> None:
     """Join every rank's process group (gloo, and NCCL for CUDA tensors where CUDA is here: the
     same choice on every rank, none of which has read the config yet)."""
-    global _CHANNEL
+    global _MESSAGES
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     _init_dist_connection(environment, backend)
-    _CHANNEL = _Channel(environment, dist.new_group(backend="gloo", timeout=WAIT_FOR_RANK_0))
+    _MESSAGES = dist.new_group(backend="gloo", timeout=WAIT_FOR_RANK_0)
 
 
 def disconnect() -> None:
-    global _CHANNEL
-    _CHANNEL = None
+    global _MESSAGES
+    _MESSAGES = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def is_launched() -> bool:
     """Whether this process is one of several ranks started by a launcher (and connected)."""
-    return _CHANNEL is not None
+    return _MESSAGES is not None
 
 
 def _pack(message: Any) -> bytes:
@@ -136,15 +129,15 @@ def _unpack(data: bytes) -> Any:
 def _send(data: bytes) -> None:
     """Rank 0: a packed message to every other rank."""
     tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    dist.broadcast(torch.tensor([tensor.numel()]), src=0, group=_CHANNEL.messages)
-    dist.broadcast(tensor, src=0, group=_CHANNEL.messages)
+    dist.broadcast(torch.tensor([tensor.numel()]), src=0, group=_MESSAGES)
+    dist.broadcast(tensor, src=0, group=_MESSAGES)
 
 
 def _receive() -> Any:
     size = torch.zeros(1, dtype=torch.int64)
-    dist.broadcast(size, src=0, group=_CHANNEL.messages)
+    dist.broadcast(size, src=0, group=_MESSAGES)
     tensor = torch.empty(int(size), dtype=torch.uint8)
-    dist.broadcast(tensor, src=0, group=_CHANNEL.messages)
+    dist.broadcast(tensor, src=0, group=_MESSAGES)
     return _unpack(tensor.numpy().tobytes())
 
 
